@@ -1,0 +1,45 @@
+# Two commands do all set-up on a fresh Linux machine with Python 3.11 (see README.md):
+#   make book   build the HTML book into _build/html (needs no data and no GPU)
+#   make test   run every test: unit tests, notebooks at quick scale, freshness, strict book build
+SHELL := /bin/bash
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV ?= .venv
+BIN := $(VENV)/bin
+# The data directory: ../shared/data beside the checkout when it exists (CI's and the authors'
+# layout); otherwise set MLBOOK_DATA yourself, or let the loaders download into the user cache.
+MLBOOK_DATA ?= $(if $(wildcard ../shared/data),$(abspath ../shared/data),)
+export MLBOOK_DATA
+CHAPTERS := $(sort $(wildcard chapters/*.ipynb))
+
+.PHONY: book test unit notebooks fresh lint strict-book venv clean
+
+$(BIN)/.installed: requirements.txt pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -r requirements.txt
+	touch $@
+
+venv: $(BIN)/.installed
+
+book: $(BIN)/.installed
+	$(BIN)/jupyter-book build . --keep-going
+	@echo "Open _build/html/index.html"
+
+test: $(BIN)/.installed
+	$(MAKE) --no-print-directory lint unit notebooks strict-book
+
+lint: $(BIN)/.installed
+	$(BIN)/ruff check mlbook_utils tests chapters scripts
+
+unit: $(BIN)/.installed
+	$(BIN)/python -m pytest tests
+
+notebooks: $(BIN)/.installed
+	MLBOOK_SCALE=quick TF_CPP_MIN_LOG_LEVEL=2 $(BIN)/python -m pytest --nbval-lax -p no:cacheprovider $(CHAPTERS)
+
+strict-book: $(BIN)/.installed
+	rm -rf _build
+	$(BIN)/jupyter-book build . --warningiserror --keep-going
+
+clean:
+	rm -rf _build

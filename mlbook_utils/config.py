@@ -1,0 +1,108 @@
+"""Run scale, device report and seeding.
+
+The run scale is chosen by one environment variable, ``MLBOOK_SCALE``:
+
+- ``quick``: CI. Seconds to about two minutes per notebook on 2 CPU cores, still asserting that
+  learning happened.
+- ``cpu``: the default without a GPU. A few minutes, meaningful results.
+- ``full``: the default with a GPU. The papers' settings.
+
+Nothing here imports TensorFlow or JAX at import time.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import platform
+import random
+from typing import TypeVar
+
+import numpy as np
+
+SCALE_ENV = "MLBOOK_SCALE"
+SCALES = ("quick", "cpu", "full")
+
+T = TypeVar("T")
+
+
+def backend() -> str:
+    """The Keras backend that will be (or is) used, without importing Keras."""
+    return os.environ.get("KERAS_BACKEND", "tensorflow")
+
+
+@functools.lru_cache(maxsize=None)
+def _gpu_name() -> str | None:
+    """Name of the first GPU visible to the Keras backend, or None."""
+    name = backend()
+    try:
+        if name == "jax":
+            import jax
+
+            gpus = [d for d in jax.devices() if d.platform in ("gpu", "cuda", "rocm")]
+            return gpus[0].device_kind if gpus else None
+        if name == "tensorflow":
+            import tensorflow as tf
+
+            gpus = tf.config.list_physical_devices("GPU")
+            if not gpus:
+                return None
+            details = tf.config.experimental.get_device_details(gpus[0])
+            return details.get("device_name", gpus[0].name)
+        if name == "torch":
+            import torch
+
+            return torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
+    except ImportError:
+        return None
+    return None
+
+
+def has_gpu() -> bool:
+    return _gpu_name() is not None
+
+
+def scale() -> str:
+    """The run scale: ``$MLBOOK_SCALE``, else ``full`` with a GPU and ``cpu`` without."""
+    value = os.environ.get(SCALE_ENV, "").strip().lower()
+    if value:
+        if value not in SCALES:
+            raise ValueError(
+                f"{SCALE_ENV}={value!r} is not a run scale; use one of {', '.join(SCALES)}."
+            )
+        return value
+    return "full" if has_gpu() else "cpu"
+
+
+def by_scale(quick: T, cpu: T, full: T, *, current: str | None = None) -> T:
+    """Pick the value for the current run scale: ``by_scale(quick=50, cpu=2000, full=20000)``."""
+    return {"quick": quick, "cpu": cpu, "full": full}[current or scale()]
+
+
+def device() -> str:
+    """A short device name for result records: the GPU's name, or ``CPU (N cores)``."""
+    gpu = _gpu_name()
+    if gpu:
+        return gpu
+    return f"CPU ({os.cpu_count()} cores)"
+
+
+def device_report() -> str:
+    """One line: device, Keras backend, run scale."""
+    cpu = platform.processor() or platform.machine()
+    where = device() if has_gpu() else f"{device()}, {cpu}"
+    return f"device: {where} | backend: {backend()} | scale: {scale()}"
+
+
+def seed_everything(seed: int = 0) -> np.random.Generator:
+    """Seed Python, NumPy and Keras (when it is installed); return a NumPy Generator."""
+    random.seed(seed)
+    np.random.seed(seed)
+    os.environ.setdefault("PYTHONHASHSEED", str(seed))
+    try:
+        import keras
+    except ImportError:
+        keras = None
+    if keras is not None:
+        keras.utils.set_random_seed(seed)
+    return np.random.default_rng(seed)
