@@ -31,7 +31,7 @@ def backend() -> str:
     return os.environ.get("KERAS_BACKEND", "tensorflow")
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _gpu_name() -> str | None:
     """Name of the first GPU visible to the Keras backend, or None."""
     name = backend()

@@ -38,7 +38,8 @@ def problems(path: str | Path) -> list[str]:
     nb = nbformat.read(str(path), as_version=4)
     meta = nb.metadata.get(META_KEY)
     if not meta:
-        return [f"{path}: no '{META_KEY}' metadata; run `python -m mlbook_utils.nbtools run {path}`"]
+        how = f"python -m mlbook_utils.nbtools run {path}"
+        return [f"{path}: no '{META_KEY}' metadata; run `{how}`"]
     out = []
     if meta.get("code_sha256") != code_sha256(nb):
         out.append(
