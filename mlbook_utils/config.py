@@ -42,6 +42,7 @@ def _gpu_name() -> str | None:
             gpus = [d for d in jax.devices() if d.platform in ("gpu", "cuda", "rocm")]
             return gpus[0].device_kind if gpus else None
         if name == "tensorflow":
+            quiet_tensorflow()
             import tensorflow as tf
 
             gpus = tf.config.list_physical_devices("GPU")
@@ -56,6 +57,11 @@ def _gpu_name() -> str | None:
     except ImportError:
         return None
     return None
+
+
+def quiet_tensorflow() -> None:
+    """Hide TensorFlow's C++ start-up INFO lines (oneDNN, CPU features) unless the user chose."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
 def has_gpu() -> bool:
@@ -99,6 +105,8 @@ def seed_everything(seed: int = 0) -> np.random.Generator:
     random.seed(seed)
     np.random.seed(seed)
     os.environ.setdefault("PYTHONHASHSEED", str(seed))
+    if backend() == "tensorflow":
+        quiet_tensorflow()
     try:
         import keras
     except ImportError:

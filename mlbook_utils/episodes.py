@@ -107,12 +107,25 @@ def sample_episode(
     """Draw one episode (or ``batch`` episodes stacked along a new first axis)."""
     rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
     classes, index = sample_indices(dataset, n_way, k_shot, n_query, rng, batch)
-    b = len(classes)
+    ep = episode_from_indices(dataset, classes, index, k_shot)
+    if batch is None:
+        ep.support, ep.support_labels = ep.support[0], ep.support_labels[0]
+        ep.query, ep.query_labels, ep.classes = ep.query[0], ep.query_labels[0], ep.classes[0]
+    return ep
+
+
+def episode_from_indices(
+    dataset: FewShotDataset, classes: np.ndarray, index: np.ndarray, k_shot: int
+) -> Episode:
+    """A batch of episodes from ``sample_indices``' output: classes (B, n_way) and index
+    (B, n_way, k_shot + n_query)."""
+    b, n_way, need = index.shape
+    n_query = need - k_shot
     support_idx = index[:, :, :k_shot].reshape(b, n_way * k_shot)
     query_idx = index[:, :, k_shot:].reshape(b, n_way * n_query)
     support_labels = np.repeat(np.arange(n_way), k_shot)
     query_labels = np.repeat(np.arange(n_way), n_query)
-    ep = Episode(
+    return Episode(
         support=dataset.x[support_idx],
         support_labels=np.broadcast_to(support_labels, (b, n_way * k_shot)).copy(),
         query=dataset.x[query_idx],
@@ -122,10 +135,6 @@ def sample_episode(
         k_shot=k_shot,
         n_query=n_query,
     )
-    if batch is None:
-        ep.support, ep.support_labels = ep.support[0], ep.support_labels[0]
-        ep.query, ep.query_labels, ep.classes = ep.query[0], ep.query_labels[0], ep.classes[0]
-    return ep
 
 
 class EpisodeSampler:

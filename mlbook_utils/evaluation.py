@@ -23,7 +23,7 @@ import numpy as np
 
 from . import config
 from .data import FewShotDataset
-from .episodes import sample_episode
+from .episodes import episode_from_indices, sample_indices
 
 RESULTS_ENV = "MLBOOK_RESULTS"
 RECORD_FIELDS = (
@@ -98,17 +98,25 @@ def evaluate(
     """
     from tqdm.auto import tqdm
 
+    # The test episodes depend only on the seed (not on ``batch``), so every method that is
+    # evaluated with the same seed sees the same tasks.
     rng = np.random.default_rng(seed)
+    drawn = [sample_indices(dataset, n_way, k_shot, n_query, rng, min(100, episodes - i))
+             for i in range(0, episodes, 100)]
+    all_classes = np.concatenate([c for c, _ in drawn])
+    all_index = np.concatenate([ix for _, ix in drawn])
     accs = []
     start = time.perf_counter()
     with tqdm(
-        total=episodes, desc=desc or f"{n_way}-way {k_shot}-shot", disable=not progress,
-        leave=False, unit="episode",
+        total=episodes, desc=desc or f"{n_way}-way {k_shot}-shot",
+        disable=not show_progress(progress), leave=False, unit="episode",
     ) as bar:
         done = 0
         while done < episodes:
             b = min(batch, episodes - done)
-            ep = sample_episode(dataset, n_way, k_shot, n_query, seed=rng, batch=b)
+            ep = episode_from_indices(
+                dataset, all_classes[done : done + b], all_index[done : done + b], k_shot
+            )
             pred = predict(ep.support, ep.support_labels, ep.query, n_way)
             accs.append(episode_accuracy(pred, ep.query_labels))
             done += b
@@ -122,6 +130,11 @@ def evaluate(
 # --------------------------------------------------------------------------------------------
 # Records
 # --------------------------------------------------------------------------------------------
+
+
+def show_progress(progress: bool = True) -> bool:
+    """False when ``progress`` is False or ``$TQDM_DISABLE`` is set (stored runs set it)."""
+    return bool(progress) and os.environ.get("TQDM_DISABLE", "").lower() not in ("1", "true")
 
 
 def repo_root(start: Path | None = None) -> Path | None:

@@ -75,9 +75,13 @@ def run(path: str | Path, scale: str | None = None, timeout: int | None = None) 
         os.environ[config.SCALE_ENV] = scale
     # Stored outputs get a summary line, not progress bars (they are for live runs).
     os.environ.setdefault("TQDM_DISABLE", "1")
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     nb = nbformat.read(str(path), as_version=4)
     client = NotebookClient(
         nb, timeout=timeout, kernel_name="python3",
+        # C++ libraries (TensorFlow's start-up lines) write to file descriptor 2 directly: keep
+        # that out of the stored outputs; Python's own warnings and prints are still stored.
+        extra_arguments=["--IPKernelApp.capture_fd_output=False"],
         resources={"metadata": {"path": str(path.parent.resolve())}},
     )
     start = time.perf_counter()

@@ -1,0 +1,49 @@
+import numpy as np
+import pytest
+
+from mlbook_utils import config
+
+
+def test_scale_from_environment(monkeypatch):
+    for value in ("quick", "cpu", "full", " CPU "):
+        monkeypatch.setenv("MLBOOK_SCALE", value)
+        assert config.scale() == value.strip().lower()
+
+
+def test_bad_scale_says_what_is_allowed(monkeypatch):
+    monkeypatch.setenv("MLBOOK_SCALE", "huge")
+    with pytest.raises(ValueError, match="quick, cpu, full"):
+        config.scale()
+
+
+def test_default_scale_follows_the_device(monkeypatch):
+    monkeypatch.delenv("MLBOOK_SCALE", raising=False)
+    monkeypatch.setattr(config, "has_gpu", lambda: False)
+    assert config.scale() == "cpu"
+    monkeypatch.setattr(config, "has_gpu", lambda: True)
+    assert config.scale() == "full"
+
+
+def test_by_scale(monkeypatch):
+    monkeypatch.setenv("MLBOOK_SCALE", "cpu")
+    assert config.by_scale(quick=1, cpu=2, full=3) == 2
+    assert config.by_scale(quick=1, cpu=2, full=3, current="full") == 3
+
+
+def test_device_report_is_one_line(monkeypatch):
+    monkeypatch.setenv("MLBOOK_SCALE", "quick")
+    line = config.device_report()
+    assert "\n" not in line
+    assert "scale: quick" in line and f"backend: {config.backend()}" in line
+    assert "CPU" in line or config.has_gpu()
+
+
+def test_seed_everything_reproduces_numpy_and_keras():
+    import keras
+
+    rng1 = config.seed_everything(3)
+    a = (rng1.random(3), np.random.rand(2), keras.random.uniform((2,)).numpy())
+    rng2 = config.seed_everything(3)
+    b = (rng2.random(3), np.random.rand(2), keras.random.uniform((2,)).numpy())
+    for x, y in zip(a, b):
+        np.testing.assert_array_equal(x, y)
