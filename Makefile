@@ -29,7 +29,7 @@ test: $(BIN)/.installed
 	$(MAKE) --no-print-directory lint unit notebooks strict-book
 
 lint: $(BIN)/.installed
-	$(BIN)/ruff check mlbook_utils tests chapters scripts
+	$(BIN)/ruff check mlbook_utils tests chapters $(wildcard scripts)
 
 unit: $(BIN)/.installed
 	$(BIN)/python -m pytest tests
