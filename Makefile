@@ -11,7 +11,7 @@ MLBOOK_DATA ?= $(if $(wildcard ../shared/data),$(abspath ../shared/data),)
 export MLBOOK_DATA
 CHAPTERS := $(sort $(wildcard chapters/*.ipynb))
 
-.PHONY: book test unit notebooks fresh lint strict-book venv clean
+.PHONY: book test unit notebooks lint strict-book browser venv clean
 
 $(BIN)/.installed: requirements.txt pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -26,13 +26,13 @@ book: $(BIN)/.installed
 	@echo "Open _build/html/index.html"
 
 test: $(BIN)/.installed
-	$(MAKE) --no-print-directory lint unit notebooks strict-book
+	$(MAKE) --no-print-directory lint unit notebooks strict-book browser
 
 lint: $(BIN)/.installed
 	$(BIN)/ruff check mlbook_utils tests chapters $(wildcard scripts)
 
 unit: $(BIN)/.installed
-	$(BIN)/python -m pytest tests
+	$(BIN)/python -m pytest tests --ignore=tests/browser
 
 notebooks: $(BIN)/.installed
 	MLBOOK_SCALE=quick TF_CPP_MIN_LOG_LEVEL=2 $(BIN)/python -m pytest --nbval-lax -p no:cacheprovider $(CHAPTERS)
@@ -40,6 +40,13 @@ notebooks: $(BIN)/.installed
 strict-book: $(BIN)/.installed
 	rm -rf _build
 	$(BIN)/jupyter-book build . --warningiserror --keep-going
+
+# Every page of the built book in Debian's Chromium (apt-get install chromium chromium-driver),
+# driven by Playwright; screenshots go to _build/screenshots/.
+browser: $(BIN)/.installed
+	test -d _build/html || $(MAKE) --no-print-directory strict-book
+	$(BIN)/python -m pytest tests/browser -v
+	@echo "Screenshots: $(abspath _build/screenshots)"
 
 clean:
 	rm -rf _build

@@ -96,6 +96,9 @@ def run(path: str | Path, scale: str | None = None, timeout: int | None = None) 
         "code_sha256": code_sha256(nb),
     }
     nb.metadata[META_KEY] = meta
+    # Live widgets need a kernel. Their saved state would make the HTML book load the widget
+    # JavaScript from a CDN; the book uses kernel-free controls instead (widgets.static_explorer).
+    nb.metadata.pop("widgets", None)
     tmp = path.with_suffix(".ipynb.part")
     nbformat.write(nb, str(tmp))
     os.replace(tmp, path)

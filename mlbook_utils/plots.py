@@ -54,13 +54,15 @@ def plot_accuracy_vs_shot(
     *,
     title: str = "Accuracy against k_shot",
     ax=None,
+    highlight: tuple[int, int] | None = None,
 ):
     """``results[method][n_way][k_shot] = (accuracy %, ci95)``; one line per (method, n_way),
-    with chance level (100 / n_way) drawn as a dotted line of the same colour."""
+    with chance level (100 / n_way) drawn as a dotted line of the same colour. ``highlight``
+    = (n_way, k_shot) rings that setting's points."""
     import matplotlib.pyplot as plt
 
     if ax is None:
-        fig, ax = plt.subplots(figsize=(6.4, 4.2))
+        fig, ax = plt.subplots(figsize=(6.4, 5.2))
     else:
         fig = ax.figure
     ways = sorted({w for per in results.values() for w in per})
@@ -74,6 +76,9 @@ def plot_accuracy_vs_shot(
             ax.errorbar(shots, acc, yerr=ci, marker=markers[m_i % len(markers)], capsize=3,
                         color=colours[n_way], label=f"{method}, {n_way}-way",
                         linestyle=["-", "--", "-.", ":"][m_i % 4])
+            if highlight and highlight[0] == n_way and highlight[1] in per_shot:
+                ax.plot([highlight[1]], [per_shot[highlight[1]][0]], "o", markersize=14,
+                        markerfacecolor="none", markeredgecolor="black", markeredgewidth=2)
     for n_way in ways:
         ax.axhline(100 / n_way, color=colours[n_way], linestyle=":", linewidth=1)
         ax.annotate(f"chance, {n_way}-way", (ax.get_xlim()[1], 100 / n_way), fontsize=7,
@@ -82,7 +87,7 @@ def plot_accuracy_vs_shot(
     ax.set_ylabel("accuracy on query examples (%)")
     ax.set_ylim(0, 100)
     ax.set_title(title)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.14), ncols=2)
     ax.grid(alpha=0.3)
     fig.tight_layout()
     return fig

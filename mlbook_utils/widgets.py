@@ -48,3 +48,86 @@ def episode_explorer(dataset: FewShotDataset, *, n_way: int = 5, k_shot: int = 1
     box = w.VBox([w.HBox([sliders["n_way"], sliders["k_shot"]]),
                   w.HBox([sliders["n_query"], sliders["seed"]]), message, out])
     return box
+
+
+# --------------------------------------------------------------------------------------------
+# Sliders that work without a kernel (the static HTML book)
+# --------------------------------------------------------------------------------------------
+
+
+def _png_data_uri(fig, dpi: int = 72) -> str:
+    import base64
+    import io
+
+    import matplotlib.pyplot as plt
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")
+    plt.close(fig)
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
+
+
+_STATIC_JS = """
+(function () {
+  var root = document.getElementById("%(uid)s");
+  var frames = JSON.parse(root.querySelector(".mlx-frames").textContent);
+  var ways = %(ways)s, shots = %(shots)s;
+  var wayInput = root.querySelector(".mlx-n-way"), shotInput = root.querySelector(".mlx-k-shot");
+  function update() {
+    var w = ways[+wayInput.value], k = shots[+shotInput.value];
+    root.querySelector(".mlx-n-way-value").textContent = w;
+    root.querySelector(".mlx-k-shot-value").textContent = k;
+    var f = frames[w + "," + k];
+    root.querySelectorAll("img.mlx-frame").forEach(function (img, i) {
+      img.src = f[i];
+      img.alt = img.dataset.what + " for " + w + "-way " + k + "-shot";
+    });
+  }
+  wayInput.addEventListener("input", update);
+  shotInput.addEventListener("input", update);
+  update();
+})();
+"""
+
+
+def static_explorer(frames: dict, n_ways, k_shots, *, what=("episode",), start=None,
+                    caption: str = ""):
+    """HTML with n_way and k_shot range controls that swap precomputed images.
+
+    ``frames[(n_way, k_shot)]`` is a list of matplotlib figures (or PNG data URIs), one per
+    image shown. It needs no kernel and no widget JavaScript, so it works in the static HTML
+    book, offline, as well as in Jupyter and Colab.
+    """
+    import html
+    import json
+    import uuid
+
+    from IPython.display import HTML
+
+    n_ways, k_shots = list(n_ways), list(k_shots)
+    uris = {f"{w},{k}": [f if isinstance(f, str) else _png_data_uri(f) for f in frames[w, k]]
+            for w in n_ways for k in k_shots}
+    w0, k0 = start or (n_ways[0], k_shots[0])
+    uid = "mlx-" + uuid.uuid4().hex[:8]
+    first = uris[f"{w0},{k0}"]
+    imgs = "".join(
+        f'<img class="mlx-frame" data-what="{html.escape(what[i])}" src="{first[i]}" '
+        f'alt="{html.escape(what[i])}" style="max-width:100%;margin:4px">'
+        for i in range(len(first))
+    )
+    sliders = "".join(
+        f'<label style="margin-right:2em">{name} = <b class="mlx-{cls}-value">{vals[i0]}</b> '
+        f'<input type="range" class="mlx-{cls}" min="0" max="{len(vals) - 1}" step="1" '
+        f'value="{i0}" aria-label="{name}"></label>'
+        for name, cls, vals, i0 in (("n_way", "n-way", n_ways, n_ways.index(w0)),
+                                    ("k_shot", "k-shot", k_shots, k_shots.index(k0)))
+    )
+    js = _STATIC_JS % {"uid": uid, "ways": json.dumps(n_ways), "shots": json.dumps(k_shots)}
+    body = (
+        f'<div id="{uid}" class="mlbook-static-explorer">'
+        f"<div>{sliders}</div><div>{imgs}</div>"
+        + (f'<div style="font-size:90%"><i>{html.escape(caption)}</i></div>' if caption else "")
+        + f'<script type="application/json" class="mlx-frames">{json.dumps(uris)}</script>'
+        f"<script>{js}</script></div>"
+    )
+    return HTML(body)

@@ -1,0 +1,166 @@
+"""Open every page of the built book in a real browser (Debian's Chromium, driven by Playwright).
+
+Run after `jupyter-book build .` (``make browser``). For each page it checks that there are no
+console errors and no requests leave the machine, that every image loads, that maths is typeset,
+that the kernel-free n_way / k_shot controls change the figure, and that the launch buttons point
+at the repository in ``_config.yml``. A full-page screenshot of each page goes to
+``_build/screenshots/``.
+"""
+
+from __future__ import annotations
+
+import functools
+import http.server
+import os
+import threading
+from pathlib import Path
+from urllib.parse import urlparse
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+HTML = ROOT / "_build" / "html"
+SHOTS = ROOT / "_build" / "screenshots"
+CHROMIUM = os.environ.get("MLBOOK_CHROMIUM", "/usr/bin/chromium")
+SKIP_DIRS = {"_static", "_sources", "_images", "_sphinx_design_static"}
+
+
+def book_pages() -> list[Path]:
+    if not HTML.exists():
+        return []
+    pages = []
+    for page in sorted(HTML.rglob("*.html")):
+        rel = page.relative_to(HTML)
+        if rel.parts[0] in SKIP_DIRS or rel.name in ("index.html", "genindex.html"):
+            continue  # index.html only redirects to intro.html
+        pages.append(rel)
+    return pages
+
+
+PAGES = book_pages()
+
+
+@pytest.fixture(scope="module")
+def server():
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(HTML))
+
+    class Quiet(handler.func):  # type: ignore[misc,valid-type]
+        def log_message(self, *args):
+            pass
+
+    httpd = http.server.ThreadingHTTPServer(
+        ("127.0.0.1", 0), functools.partial(Quiet, directory=str(HTML))
+    )
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{httpd.server_address[1]}"
+    httpd.shutdown()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    from playwright.sync_api import sync_playwright
+
+    if not Path(CHROMIUM).exists():
+        pytest.fail(f"{CHROMIUM} not found: install Debian's chromium (see .ci/run)")
+    with sync_playwright() as p:
+        b = p.chromium.launch(
+            executable_path=CHROMIUM,
+            args=["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                  "--disable-background-networking", "--disable-component-update",
+                  "--disable-sync"],
+        )
+        yield b
+        b.close()
+
+
+@pytest.fixture(scope="module")
+def repository() -> str:
+    config = yaml.safe_load((ROOT / "_config.yml").read_text())
+    return urlparse(config["repository"]["url"]).path.strip("/")  # owner/name
+
+
+def test_the_book_was_built():
+    assert PAGES, f"no pages under {HTML}: run `jupyter-book build .` first"
+    names = {p.as_posix() for p in PAGES}
+    assert "intro.html" in names and any(n.startswith("chapters/") for n in names)
+
+
+def open_page(browser, server, rel: Path):
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    errors: list[str] = []
+    page.on("console", lambda m: errors.append(f"console {m.type}: {m.text}")
+            if m.type == "error" else None)
+    page.on("pageerror", lambda e: errors.append(f"page error: {e}"))
+    page.on("requestfailed", lambda r: errors.append(f"request failed: {r.url}"))
+
+    def only_local(route):
+        host = urlparse(route.request.url).hostname
+        if host in ("127.0.0.1", "localhost") or route.request.url.startswith("data:"):
+            route.continue_()
+        else:
+            errors.append(f"external request (the book must work offline): {route.request.url}")
+            route.abort()
+
+    page.route("**/*", only_local)
+    page.goto(f"{server}/{rel.as_posix()}", wait_until="load")
+    page.wait_for_load_state("networkidle")
+    return page, errors
+
+
+@pytest.mark.parametrize("rel", PAGES, ids=[p.as_posix() for p in PAGES])
+def test_page(browser, server, repository, rel):
+    page, errors = open_page(browser, server, rel)
+    try:
+        # Images: every <img> decoded with a size.
+        page.evaluate("window.scrollTo(0, document.body.scrollHeight)")
+        broken = page.evaluate(
+            "Array.from(document.images).filter(i => !(i.complete && i.naturalWidth > 0))"
+            ".map(i => i.getAttribute('src').slice(0, 80))"
+        )
+        assert not broken, f"images that did not load: {broken}"
+
+        # Maths: every math element becomes a MathJax container.
+        n_math = page.locator("div.math, span.math").count()
+        if n_math:
+            page.wait_for_function(
+                "document.querySelectorAll('mjx-container').length >= "
+                "document.querySelectorAll('div.math, span.math').length",
+                timeout=20_000,
+            )
+            assert page.locator("mjx-container svg").count() >= n_math
+
+        # Kernel-free controls: moving n_way or k_shot changes the figure.
+        for explorer in page.locator(".mlbook-static-explorer").all():
+            for control in ("n-way", "k-shot"):
+                before = explorer.locator("img.mlx-frame").first.get_attribute("src")
+                slider = explorer.locator(f"input.mlx-{control}")
+                target = "0" if slider.input_value() != "0" else slider.get_attribute("max")
+                slider.fill(target)  # sets the value and fires the input event
+                after = explorer.locator("img.mlx-frame").first.get_attribute("src")
+                assert after != before, f"moving {control} did not change the figure"
+                shown = explorer.locator(f".mlx-{control}-value").inner_text()
+                assert shown.strip().isdigit()
+
+        # Launch buttons on chapter pages point at the configured repository.
+        if rel.parts[0] == "chapters":
+            links = page.evaluate("Array.from(document.querySelectorAll('a')).map(a => a.href)")
+            colab = [u for u in links if "colab.research.google.com" in u]
+            binder = [u for u in links if "mybinder.org" in u]
+            assert colab and binder, "launch buttons for Colab and Binder are missing"
+            for url in colab + binder:
+                assert repository in url, f"{url} does not point at {repository}"
+            assert f"chapters/{rel.stem}.ipynb" in colab[0]
+            assert page.locator("figcaption").count() >= 1, "figures have captions"
+            assert page.locator("a[href*='references.html#id'], a.reference.internal[href*='references.html']").count() >= 1, "citations link to the references page"
+
+        # Search box.
+        assert page.locator("form.bd-search, .search-button, input[name='q']").count() >= 1
+
+        SHOTS.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(SHOTS / (rel.as_posix().replace("/", "__") + ".png")),
+                        full_page=True)
+        assert not errors, "\n".join(errors)
+    finally:
+        page.close()
