@@ -11,7 +11,7 @@ MLBOOK_DATA ?= $(if $(wildcard ../shared/data),$(abspath ../shared/data),)
 export MLBOOK_DATA
 CHAPTERS := $(sort $(wildcard chapters/*.ipynb))
 
-.PHONY: book test unit notebooks lint strict-book browser venv clean
+.PHONY: book test test-jax unit notebooks lint strict-book browser venv clean
 
 $(BIN)/.installed: requirements.txt pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -47,6 +47,18 @@ browser: $(BIN)/.installed
 	test -d _build/html || $(MAKE) --no-print-directory strict-book
 	$(BIN)/python -m pytest tests/browser -v
 	@echo "Screenshots: $(abspath _build/screenshots)"
+
+# The unit tests on the JAX backend (CPU), in a separate environment: .venv-jax.
+JAX_VENV ?= .venv-jax
+$(JAX_VENV)/bin/.installed: requirements-jax.txt pyproject.toml
+	test -x $(JAX_VENV)/bin/python || $(PYTHON) -m venv $(JAX_VENV)
+	$(JAX_VENV)/bin/python -m pip install -q --upgrade pip
+	$(JAX_VENV)/bin/python -m pip install -q -r requirements-jax.txt
+	$(JAX_VENV)/bin/python -m pip install -q --no-deps -e .
+	touch $@
+
+test-jax: $(JAX_VENV)/bin/.installed
+	KERAS_BACKEND=jax $(JAX_VENV)/bin/python -m pytest tests --ignore=tests/browser
 
 clean:
 	rm -rf _build

@@ -42,8 +42,8 @@ def test_seed_everything_reproduces_numpy_and_keras():
     import keras
 
     rng1 = config.seed_everything(3)
-    a = (rng1.random(3), np.random.rand(2), keras.random.uniform((2,)).numpy())
+    a = (rng1.random(3), np.random.rand(2), keras.ops.convert_to_numpy(keras.random.uniform((2,))))
     rng2 = config.seed_everything(3)
-    b = (rng2.random(3), np.random.rand(2), keras.random.uniform((2,)).numpy())
+    b = (rng2.random(3), np.random.rand(2), keras.ops.convert_to_numpy(keras.random.uniform((2,))))
     for x, y in zip(a, b):
         np.testing.assert_array_equal(x, y)

@@ -153,7 +153,8 @@ def test_page(browser, server, repository, rel):
                 assert repository in url, f"{url} does not point at {repository}"
             assert f"chapters/{rel.stem}.ipynb" in colab[0]
             assert page.locator("figcaption").count() >= 1, "figures have captions"
-            assert page.locator("a[href*='references.html#id'], a.reference.internal[href*='references.html']").count() >= 1, "citations link to the references page"
+            cites = page.locator("a.reference.internal[href*='references.html']").count()
+            assert cites >= 1, "citations link to the references page"
 
         # Search box.
         assert page.locator("form.bd-search, .search-button, input[name='q']").count() >= 1
