@@ -22,6 +22,7 @@ $(BIN)/.installed: requirements.txt pyproject.toml
 venv: $(BIN)/.installed
 
 book: $(BIN)/.installed
+	$(BIN)/python -m mlbook_utils.report
 	$(BIN)/jupyter-book build . --keep-going
 	@echo "Open _build/html/index.html"
 

@@ -71,6 +71,22 @@ def value_and_grad(fn: Callable, params: Sequence, *, has_aux: bool = False):
     return _IMPL[name](fn, params, has_aux)
 
 
+def compile_fn(fn: Callable, static_argnums=()) -> Callable:
+    """Compile a pure function of tensors for speed: ``tf.function`` on TensorFlow, ``jax.jit``
+    on JAX, else as is. The function must not change Keras variables inside (pass values in and
+    return new values: under ``jax.jit`` a variable read inside is frozen at trace time)."""
+    name = _backend()
+    if name == "tensorflow":
+        import tensorflow as tf
+
+        return tf.function(fn, reduce_retracing=True)
+    if name == "jax":
+        import jax
+
+        return jax.jit(fn, static_argnums=static_argnums)
+    return fn
+
+
 def stop_gradient(x):
     """Treat ``x`` as a constant (first-order approximations, truncated backpropagation)."""
     import keras

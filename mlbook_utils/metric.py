@@ -1,0 +1,566 @@
+"""Learning the metric space: a prototypical network, trained episodically (Snell et al. 2017).
+
+An embedding network f maps every image to a vector. In an episode, the prototype of class c is
+the mean embedding of its support examples, and a query's score for class c is minus the squared
+Euclidean distance from its embedding to that prototype. A softmax over these scores, and the
+cross-entropy on the query labels, train f::
+
+    model = PrototypicalNetwork(models.conv4_embedding())
+    model.compile(optimizer=keras.optimizers.Adam(1e-3), loss=episode_loss, metrics=[...])
+    history = train(model, train_set, n_way=60, k_shot=1, n_query=5, episodes=2000)
+    evaluation.evaluate(make_predictor(model.embedding), test_set, 5, 1)
+
+Everything is written with ``keras.ops`` and ``keras.layers``, so it runs on any Keras backend.
+Training feeds arrays of pre-sampled episodes to ``train_on_batch`` (no Python generator feeds
+``fit``, which stalled now and then on TensorFlow).
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from .baselines import nearest_class_mean
+from .data import FewShotDataset
+from .episodes import sample_episode
+
+
+def squared_distances(a, b):
+    """Squared Euclidean distances between (..., M, D) and (..., N, D): shape (..., M, N)."""
+    from keras import ops
+
+    a2 = ops.sum(a * a, axis=-1)[..., :, None]
+    b2 = ops.sum(b * b, axis=-1)[..., None, :]
+    ab = ops.matmul(a, ops.swapaxes(b, -1, -2))
+    return ops.maximum(a2 - 2.0 * ab + b2, 0.0)
+
+
+def class_prototypes(support_embeddings, support_onehot):
+    """Mean support embedding of each class: (B, S, D) and one-hot (B, S, N) -> (B, N, D)."""
+    from keras import ops
+
+    sums = ops.matmul(ops.swapaxes(support_onehot, -1, -2), support_embeddings)  # (B, N, D)
+    counts = ops.sum(support_onehot, axis=-2)[..., None]  # (B, N, 1)
+    return sums / counts
+
+
+def onehot(labels: np.ndarray, n_way: int) -> np.ndarray:
+    """Integer labels (..., S) -> float32 one-hot (..., S, n_way)."""
+    return (np.asarray(labels)[..., None] == np.arange(n_way)).astype(np.float32)
+
+
+def _model_class():
+    import keras
+    from keras import ops
+
+    class PrototypicalNetwork(keras.Model):
+        """``call((support, support_onehot, query))`` -> scores (B, Q, n_way).
+
+        ``support`` is (B, S, H, W, C), ``support_onehot`` (B, S, n_way), ``query``
+        (B, Q, H, W, C); the score of class c is minus the squared distance from the query's
+        embedding to the prototype of c. Support and query go through the embedding in one pass.
+        """
+
+        def __init__(self, embedding, **kwargs):
+            super().__init__(**kwargs)
+            self.embedding = embedding
+
+        def call(self, inputs, training=None):
+            support, support_onehot, query = inputs
+            # Sizes through ops.shape: they change between 5-way and 20-way episodes.
+            b, s, q = ops.shape(support)[0], ops.shape(support)[1], ops.shape(query)[1]
+            image = tuple(support.shape[2:])
+            images = ops.concatenate(
+                [ops.reshape(support, (-1, *image)), ops.reshape(query, (-1, *image))], axis=0
+            )
+            z = self.embedding(images, training=training)  # (B*S + B*Q, D)
+            d = ops.shape(z)[-1]
+            z_support = ops.reshape(z[: b * s], (b, s, d))
+            z_query = ops.reshape(z[b * s :], (b, q, d))
+            prototypes = class_prototypes(z_support, support_onehot)  # (B, n_way, D)
+            return -squared_distances(z_query, prototypes)  # (B, Q, n_way)
+
+    return PrototypicalNetwork
+
+
+def PrototypicalNetwork(embedding, **kwargs):  # noqa: N802 - builds a keras.Model subclass
+    """A prototypical network around ``embedding`` (a Keras model: images -> vectors)."""
+    return _model_class()(embedding, **kwargs)
+
+
+def episode_loss(query_labels, scores):
+    """Mean cross-entropy of the softmax over the classes' scores, over all queries."""
+    from keras import ops
+
+    return ops.mean(
+        ops.sparse_categorical_crossentropy(query_labels, scores, from_logits=True)
+    )
+
+
+def compile_model(model, learning_rate: float = 1e-3):
+    """Adam and the episode loss, with accuracy on the training queries as the metric."""
+    import keras
+
+    model.compile(
+        optimizer=keras.optimizers.Adam(learning_rate),
+        loss=episode_loss,
+        metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
+    )
+    return model
+
+
+def episode_arrays(dataset: FewShotDataset, n_way, k_shot, n_query, rng, batch):
+    """``batch`` episodes as arrays: ((support, support_onehot, query), query_labels)."""
+    ep = sample_episode(dataset, n_way, k_shot, n_query, seed=rng, batch=batch)
+    return (ep.support, onehot(ep.support_labels, n_way), ep.query), ep.query_labels
+
+
+def train(
+    model,
+    dataset: FewShotDataset,
+    n_way: int,
+    k_shot: int,
+    n_query: int,
+    episodes: int,
+    *,
+    meta_batch_size: int = 1,
+    chunk: int = 50,
+    seed: int = 0,
+    time_budget_s: float | None = None,
+    progress: bool = True,
+) -> dict:
+    """Train a compiled ``model`` on ``episodes`` episodes from ``dataset``.
+
+    Episodes are drawn ``chunk`` at a time as arrays, then fed ``meta_batch_size`` per step to
+    ``model.train_on_batch``. Returns the history: ``episode`` (episodes seen after each step),
+    ``loss`` and ``accuracy`` (on that step's queries, in [0, 1]), ``wall_s`` and
+    ``episodes_per_s``. With ``time_budget_s``, training stops early once that many seconds
+    have passed.
+    """
+    from tqdm.auto import tqdm
+
+    rng = np.random.default_rng(seed)
+    hist = {"episode": [], "loss": [], "accuracy": []}
+    done = 0
+    start = time.perf_counter()
+    with tqdm(total=episodes, desc=f"training ({n_way}-way {k_shot}-shot)", leave=False,
+              disable=not progress, unit="episode") as bar:
+        while done < episodes:
+            if time_budget_s is not None and time.perf_counter() - start > time_budget_s:
+                break
+            n = min(chunk, episodes - done)
+            (support, support_onehot, query), labels = episode_arrays(
+                dataset, n_way, k_shot, n_query, rng, n
+            )
+            for i in range(0, n, meta_batch_size):
+                sl = slice(i, i + meta_batch_size)
+                logs = model.train_on_batch(
+                    (support[sl], support_onehot[sl], query[sl]), labels[sl], return_dict=True
+                )
+                done += len(labels[sl])
+                hist["episode"].append(done)
+                hist["loss"].append(float(logs["loss"]))
+                hist["accuracy"].append(float(logs["accuracy"]))
+                bar.update(len(labels[sl]))
+                if progress:
+                    bar.set_postfix(loss=f"{hist['loss'][-1]:.3f}", refresh=False)
+    wall = time.perf_counter() - start
+    hist = {k: np.asarray(v) for k, v in hist.items()}
+    hist.update(wall_s=wall, episodes=done, episodes_per_s=done / wall)
+    return hist
+
+
+def embed(embedding, images: np.ndarray, chunk: int = 1024) -> np.ndarray:
+    """Embeddings of ``images`` (N, H, W, C), in inference mode, ``chunk`` images per call."""
+    out = [embedding.predict_on_batch(images[i : i + chunk]) for i in range(0, len(images), chunk)]
+    return np.concatenate(out).astype(np.float32) if out else np.zeros((0, 0), np.float32)
+
+
+class EmbeddingCache:
+    """The embeddings of every image of a dataset, computed once and looked up by pixel content.
+
+    In inference mode (``training=False``) batch normalisation uses its stored statistics, so an
+    image's embedding does not depend on the other images in the batch: embedding each of the
+    dataset's images once, and looking them up, gives exactly the same scores as embedding every
+    episode, many times faster (test episodes reuse the same 33,840 images again and again).
+    Images not in the dataset are embedded on the fly.
+    """
+
+    def __init__(self, embedding, images: np.ndarray, chunk: int = 1024):
+        self.embedding, self.chunk = embedding, chunk
+        self.z = embed(embedding, images, chunk)
+        self.index = {img.tobytes(): i for i, img in enumerate(images)}
+
+    def __call__(self, images: np.ndarray) -> np.ndarray:
+        rows = np.array([self.index.get(img.tobytes(), -1) for img in images])
+        missing = rows < 0
+        if not missing.any():
+            return self.z[rows]
+        z = np.empty((len(images), self.z.shape[1]), np.float32)
+        z[~missing] = self.z[rows[~missing]]
+        z[missing] = embed(self.embedding, images[missing], self.chunk)
+        return z
+
+
+def numpy_prototypes(z_support, support_labels, n_way):
+    """Mean support embedding per class, numpy: (B, S, D), (B, S) -> (B, n_way, D)."""
+    oh = onehot(support_labels, n_way)
+    return np.einsum("bsc,bsd->bcd", oh, z_support) / oh.sum(axis=1)[..., None]
+
+
+def make_predictor(embedding, dataset: FewShotDataset | None = None, chunk: int = 1024,
+                   distance: str = "euclidean"):
+    """A batch predictor for ``evaluation.evaluate``: nearest prototype in the learned space.
+
+    ``predict(support, support_labels, query, n_way)`` embeds all support and query images of the
+    batch of episodes, then scores each query by minus its squared distance to each class's mean
+    support embedding: nearest class mean, in the embedding space instead of pixel space. With a
+    ``dataset``, its images are embedded once up front (see :class:`EmbeddingCache`). With
+    ``distance="cosine"`` the scores are cosine similarities to the prototypes instead.
+    """
+    if distance not in ("euclidean", "cosine"):
+        raise ValueError(f"distance must be 'euclidean' or 'cosine', got {distance!r}")
+    if dataset is not None:
+        cache = EmbeddingCache(embedding, dataset.x, chunk)
+    else:
+        def cache(images):
+            return embed(embedding, images, chunk)
+
+    def predict(support, support_labels, query, n_way):
+        b, s, q = support.shape[0], support.shape[1], query.shape[1]
+        images = np.concatenate([support.reshape(b * s, *support.shape[2:]),
+                                 query.reshape(b * q, *query.shape[2:])])
+        z = cache(images)
+        z_support, z_query = z[: b * s].reshape(b, s, -1), z[b * s :].reshape(b, q, -1)
+        if distance == "euclidean":
+            return nearest_class_mean(z_support, support_labels, z_query, n_way)
+        p = numpy_prototypes(z_support, support_labels, n_way)
+        p = p / (np.linalg.norm(p, axis=-1, keepdims=True) + 1e-6)
+        zq = z_query / (np.linalg.norm(z_query, axis=-1, keepdims=True) + 1e-6)
+        return np.einsum("bqd,bcd->bqc", zq, p)
+
+    predict.cache = cache  # with a dataset: its embeddings are ``predict.cache.z``
+    return predict
+
+
+def pca_2d(x: np.ndarray) -> np.ndarray:
+    """Project the rows of ``x`` (N, D) on their first two principal components (numpy SVD)."""
+    x = np.asarray(x, dtype=np.float64).reshape(len(x), -1)
+    x = x - x.mean(axis=0)
+    _, _, vt = np.linalg.svd(x, full_matrices=False)
+    return (x @ vt[:2].T).astype(np.float32)
+
+
+# --------------------------------------------------------------------------------------------
+# Chapter 3: fast episodic training from index arrays, and the per-scale settings
+# --------------------------------------------------------------------------------------------
+
+#: Training settings of the prototypical network, one place for every scale. ``n_way``,
+#: ``k_shot`` and ``n_query`` shape the training episodes (Snell et al. 2017: 60-way, 5 queries,
+#: the test's number of shots); the learning rate starts at ``learning_rate`` and is halved every
+#: ``decay_every`` episodes; every ``val_every`` episodes the model is scored on
+#: ``val_episodes`` 5-way episodes of the validation classes and the best weights are kept;
+#: ``time_budget_s`` (seconds of training, None = no limit) stops a run early on a slow or busy
+#: machine (the learning-rate decay then runs on time, see ``halvings``). The ``cpu`` scale
+#: trains 20-way episodes: on 2 CPU cores a 60-way episode costs three times as much, and at a
+#: fixed budget more 20-way episodes served better (chapter 1.2). ``matched_shot``: also train
+#: a separate model with 5-shot episodes for the 5-shot tests, as the paper did.
+SETTINGS = {
+    "quick": dict(n_way=20, k_shot=1, n_query=5, episodes=200, learning_rate=2e-3,
+                  decay_every=100, val_every=0, val_episodes=100, time_budget_s=45,
+                  matched_shot=False),
+    "cpu": dict(n_way=20, k_shot=1, n_query=5, episodes=3000, learning_rate=2e-3,
+                decay_every=750, val_every=750, val_episodes=300, time_budget_s=360,
+                matched_shot=False),
+    "full": dict(n_way=60, k_shot=1, n_query=5, episodes=20000, learning_rate=1e-3,
+                 decay_every=2000, val_every=1000, val_episodes=600, time_budget_s=None,
+                 matched_shot=True),
+}
+
+#: Shorter runs for the ablations (cosine against Euclidean distance, Gaussian prototypes): the
+#: same episodes for every variant, so that they compare at one budget.
+ABLATION_SETTINGS = {
+    "quick": dict(SETTINGS["quick"], episodes=60, decay_every=0, time_budget_s=15),
+    "cpu": dict(SETTINGS["cpu"], episodes=400, decay_every=200, val_every=0, time_budget_s=80),
+    "full": dict(SETTINGS["full"], episodes=5000, decay_every=2000, val_every=0),
+}
+
+
+def settings_for(scale: str | None = None, ablation: bool = False, **overrides) -> dict:
+    """The protonet's training settings for ``scale`` (default: the current scale), updated
+    with ``overrides`` (e.g. ``k_shot=5``); ``ablation=True`` gives the shorter ablation runs."""
+    from .config import scale as current_scale
+
+    s = dict((ABLATION_SETTINGS if ablation else SETTINGS)[scale or current_scale()])
+    unknown = set(overrides) - set(s) - {"distance", "meta_batch_size", "seed"}
+    if unknown:
+        raise ValueError(f"unknown settings {sorted(unknown)}; known: {sorted(s)}")
+    s.update(overrides)
+    return s
+
+
+def cosine_similarities(a, b):
+    """Cosine similarities between (..., M, D) and (..., N, D): shape (..., M, N)."""
+    from keras import ops
+
+    a = a / ops.sqrt(ops.sum(a * a, axis=-1, keepdims=True) + 1e-12)
+    b = b / ops.sqrt(ops.sum(b * b, axis=-1, keepdims=True) + 1e-12)
+    return ops.matmul(a, ops.swapaxes(b, -1, -2))
+
+
+def prototype_scores(z_query, prototypes, distance: str = "euclidean"):
+    """Scores (..., Q, N): minus squared Euclidean distance, or cosine similarity."""
+    if distance == "euclidean":
+        return -squared_distances(z_query, prototypes)
+    if distance == "cosine":
+        return cosine_similarities(z_query, prototypes)
+    raise ValueError(f"distance must be 'euclidean' or 'cosine', got {distance!r}")
+
+
+def image_store(x: np.ndarray):
+    """The training images as one non-trainable Keras variable, kept on the device.
+
+    Omniglot's pixels are multiples of 1/255, so they are stored as uint8 (4x smaller) whenever
+    that is exact, and turned back into floats inside the compiled step.
+    """
+    import keras
+
+    x = np.asarray(x)
+    q = np.round(x * 255.0)
+    if x.dtype != np.uint8 and np.array_equal(q / 255.0, x.astype(np.float64)):
+        return keras.Variable(q.astype(np.uint8), trainable=False, dtype="uint8",
+                              name="images_uint8")
+    return keras.Variable(x.astype(np.float32), trainable=False, dtype="float32", name="images")
+
+
+def gather_images(store, index):
+    """Images ``store[index]`` as float32 in [0, 1]; ``index`` of any shape -> index.shape + HWC."""
+    from keras import ops
+
+    flat = ops.take(store, ops.reshape(index, (-1,)), axis=0)
+    if store.dtype == "uint8":
+        flat = ops.cast(flat, "float32") / 255.0
+    else:
+        flat = ops.cast(flat, "float32")
+    return ops.reshape(flat, (*ops.shape(index), *store.shape[1:]))
+
+
+def _indexed_model_class():
+    import keras
+    from keras import ops
+
+    class IndexedPrototypicalNetwork(keras.Model):
+        """A prototypical network that reads its images from a store by index.
+
+        ``call((support_index, query_index))`` takes int32 arrays of shape (B, n_way, k_shot) and
+        (B, n_way, n_query), indices into the image store (the training set, kept on the device
+        as one variable), gathers the images inside the compiled step, embeds support and query
+        in one pass and returns the scores (B, n_way * n_query, n_way). Queries are class-major,
+        so query ``i * n_query + j`` has label ``i``.
+        """
+
+        def __init__(self, embedding, images, distance="euclidean", **kwargs):
+            super().__init__(**kwargs)
+            self.embedding, self.distance = embedding, distance
+            self.images = images
+
+        def call(self, inputs, training=None):
+            support_index, query_index = inputs
+            b, n, k = ops.shape(support_index)
+            q = ops.shape(query_index)[2]
+            images = ops.concatenate(
+                [ops.reshape(support_index, (-1,)), ops.reshape(query_index, (-1,))], axis=0
+            )
+            z = self.embedding(gather_images(self.images, images), training=training)
+            d = ops.shape(z)[-1]
+            z_support = ops.reshape(z[: b * n * k], (b, n, k, d))
+            z_query = ops.reshape(z[b * n * k :], (b, n * q, d))
+            return self.scores(z_support, z_query)
+
+        def scores(self, z_support, z_query):
+            """(B, N, K, D) support and (B, Q, D) query embeddings -> scores (B, Q, N)."""
+            prototypes = ops.mean(z_support, axis=2)  # (B, N, D)
+            return prototype_scores(z_query, prototypes, self.distance)
+
+    return IndexedPrototypicalNetwork
+
+
+def IndexedPrototypicalNetwork(embedding, images, distance="euclidean", **kwargs):  # noqa: N802
+    """See ``_indexed_model_class``: a protonet fed with index arrays into ``images``."""
+    return _indexed_model_class()(embedding, images, distance, **kwargs)
+
+
+def index_batches(dataset: FewShotDataset, n_way, k_shot, n_query, rng, batch):
+    """``batch`` episodes as index arrays: ((support_index, query_index), query_labels).
+
+    support_index is (B, n_way, k_shot), query_index (B, n_way, n_query), int32 indices into
+    ``dataset.x``; query_labels (B, n_way * n_query) are class-major. Vectorised numpy sampling
+    (``episodes.sample_indices``): no images are copied.
+    """
+    from .episodes import sample_indices
+
+    _, index = sample_indices(dataset, n_way, k_shot, n_query, rng, batch)
+    index = index.astype(np.int32)
+    labels = np.broadcast_to(np.repeat(np.arange(n_way, dtype=np.int32), n_query),
+                             (batch, n_way * n_query))
+    return (index[:, :, :k_shot], index[:, :, k_shot:]), np.ascontiguousarray(labels)
+
+
+def halvings(done: int, elapsed_s: float, decay_every: int | None, episodes: int,
+             time_budget_s: float | None = None) -> int:
+    """How many times the learning rate has been halved after ``done`` episodes.
+
+    Once every ``decay_every`` episodes; when a ``time_budget_s`` is set, the schedule also runs
+    on time (``elapsed_s / time_budget_s * episodes`` episode-equivalents), so a run that is cut
+    short by the budget on a slow or busy machine still goes through its decay.
+    """
+    if not decay_every:
+        return 0
+    progress = done
+    if time_budget_s:
+        progress = max(progress, int(elapsed_s / time_budget_s * episodes))
+    return progress // decay_every
+
+
+def train_indexed(
+    model,
+    dataset: FewShotDataset,
+    n_way: int,
+    k_shot: int,
+    n_query: int,
+    episodes: int,
+    *,
+    meta_batch_size: int = 1,
+    chunk: int = 200,
+    seed: int = 0,
+    learning_rate: float | None = None,
+    decay_every: int | None = None,
+    time_budget_s: float | None = None,
+    callback=None,
+    callback_every: int = 0,
+    progress: bool = True,
+) -> dict:
+    """Train a compiled index-fed ``model`` (e.g. ``IndexedPrototypicalNetwork``).
+
+    Index arrays for ``chunk`` episodes are drawn at once; each step feeds ``meta_batch_size``
+    episodes to ``model.train_on_batch``, whose compiled step gathers the images. Every
+    ``callback_every`` episodes ``callback(episodes_done)`` is called (validation; its time is
+    excluded from the training wall time). With ``learning_rate`` and ``decay_every`` the rate is
+    halved every ``decay_every`` episodes (see :func:`halvings`). Training stops after
+    ``episodes`` episodes or ``time_budget_s`` seconds. Returns the same history as
+    :func:`train`, plus ``learning_rate`` (per step).
+    """
+    from tqdm.auto import tqdm
+
+    rng = np.random.default_rng(seed)
+    hist = {"episode": [], "loss": [], "accuracy": [], "learning_rate": []}
+    done, wall, excluded = 0, 0.0, 0.0
+    lr = learning_rate
+    start = time.perf_counter()
+    next_callback = callback_every if callback_every else None
+    with tqdm(total=episodes, desc=f"training ({n_way}-way {k_shot}-shot)", leave=False,
+              disable=not progress, unit="episode") as bar:
+        while done < episodes:
+            if time_budget_s is not None and time.perf_counter() - start - excluded > time_budget_s:
+                break
+            n = min(chunk, episodes - done)
+            (s_idx, q_idx), labels = index_batches(dataset, n_way, k_shot, n_query, rng, n)
+            for i in range(0, n, meta_batch_size):
+                sl = slice(i, i + meta_batch_size)
+                if learning_rate is not None:
+                    elapsed = time.perf_counter() - start - excluded
+                    new_lr = learning_rate * 0.5 ** halvings(done, elapsed, decay_every,
+                                                             episodes, time_budget_s)
+                    if new_lr != lr or not hist["episode"]:
+                        lr = new_lr
+                        model.optimizer.learning_rate = lr  # assigns the optimizer's variable
+                logs = model.train_on_batch((s_idx[sl], q_idx[sl]), labels[sl], return_dict=True)
+                hist["learning_rate"].append(lr if lr is not None else np.nan)
+                done += len(labels[sl])
+                hist["episode"].append(done)
+                hist["loss"].append(float(logs["loss"]))
+                hist["accuracy"].append(float(logs["accuracy"]))
+                bar.update(len(labels[sl]))
+                if progress:
+                    bar.set_postfix(loss=f"{hist['loss'][-1]:.3f}", refresh=False)
+                if next_callback is not None and callback is not None and done >= next_callback:
+                    t0 = time.perf_counter()
+                    callback(done)
+                    excluded += time.perf_counter() - t0
+                    next_callback += callback_every
+    wall = time.perf_counter() - start - excluded
+    hist = {k: np.asarray(v) for k, v in hist.items()}
+    hist.update(wall_s=wall, episodes=done, episodes_per_s=done / max(wall, 1e-9))
+    return hist
+
+
+def train_protonet(
+    train_ds: FewShotDataset,
+    settings: dict | None = None,
+    val_ds: FewShotDataset | None = None,
+    progress: bool = True,
+    *,
+    embedding=None,
+    model_class=None,
+    predictor=None,
+    seed: int = 0,
+):
+    """Train a prototypical network with ``settings`` (default: ``SETTINGS`` at this scale).
+
+    Returns ``(model, log)``: ``model`` is an :class:`IndexedPrototypicalNetwork` (its
+    ``.embedding`` is what the predictors need), ``log`` the training history plus, when
+    ``val_ds`` is given, ``val_episode`` and ``val_accuracy`` (5-way episodes of the settings'
+    shot on the validation classes, %). With validation the weights with the best validation
+    accuracy are restored at the end (model selection on ``val``, as in the paper).
+
+    ``model_class(embedding, images, distance)`` and ``predictor(embedding, dataset)`` let the
+    variants of chapter 3 (``protonet_variants``) reuse this one training loop.
+    """
+    import keras
+
+    from . import evaluation
+    from .models import conv4_embedding
+
+    s = dict(settings or settings_for())
+    distance = s.get("distance", "euclidean")
+    mbs = int(s.get("meta_batch_size", 1))
+    embedding = embedding or conv4_embedding(input_shape=train_ds.x.shape[1:])
+    model_class = model_class or IndexedPrototypicalNetwork
+    model = model_class(embedding, image_store(train_ds.x), distance)
+    if predictor is None:
+        def predictor(emb, ds):
+            return make_predictor(emb, ds, distance=distance)
+    model.compile(
+        optimizer=keras.optimizers.Adam(s["learning_rate"]),
+        loss=episode_loss,
+        metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
+    )
+    val = {"val_episode": [], "val_accuracy": []}
+    best = {"acc": -1.0, "weights": None}
+
+    def validate(done):
+        predict = predictor(embedding, val_ds)
+        res = evaluation.evaluate(predict, val_ds, 5, s["k_shot"], 15, s["val_episodes"],
+                                  seed=1, progress=False)
+        val["val_episode"].append(done)
+        val["val_accuracy"].append(res.accuracy)
+        if res.accuracy > best["acc"]:
+            best["acc"], best["weights"] = res.accuracy, embedding.get_weights()
+
+    use_val = val_ds is not None and s.get("val_every")
+    hist = train_indexed(
+        model, train_ds, s["n_way"], s["k_shot"], s["n_query"], s["episodes"],
+        meta_batch_size=mbs, seed=s.get("seed", seed), learning_rate=s["learning_rate"],
+        decay_every=s["decay_every"], time_budget_s=s.get("time_budget_s"),
+        callback=validate if use_val else None,
+        callback_every=s["val_every"] if use_val else 0, progress=progress,
+    )
+    if use_val:
+        if not val["val_episode"] or val["val_episode"][-1] != hist["episodes"]:
+            validate(int(hist["episodes"]))
+        embedding.set_weights(best["weights"])
+        hist["best_val_episode"] = val["val_episode"][int(np.argmax(val["val_accuracy"]))]
+    hist.update({k: np.asarray(v) for k, v in val.items()})
+    hist["settings"] = s
+    return model, hist

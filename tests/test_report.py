@@ -1,0 +1,41 @@
+"""The reproduction table is generated from results/ and never filled by hand."""
+
+import json
+
+from mlbook_utils import report
+from mlbook_utils.evaluation import repo_root
+
+
+def test_committed_page_matches_the_records():
+    root = repo_root(report.Path(__file__).resolve().parent)
+    page = (root / "reproduction.md").read_text()
+    assert page == report.build(root / "results"), (
+        "reproduction.md is out of date: run `python -m mlbook_utils.report`"
+    )
+
+
+def _rec(method, scale, acc, n_way=5, k_shot=1, **extra):
+    return {"method": method, "dataset": "omniglot-vinyals-test", "n_way": n_way,
+            "k_shot": k_shot, "accuracy": acc, "ci95": 0.3, "episodes": 1000, "scale": scale,
+            "device": "CPU (2 cores)", "backend": "tensorflow", "wall_s": 1.0,
+            "date": f"2026-01-0{int(acc) % 9 + 1}T00:00:00+00:00", **extra}
+
+
+def test_rows_show_paper_ours_and_no_run(tmp_path):
+    rows = [_rec("prototypical network", "cpu", 97.2, train_wall_s=300.0),
+            _rec("prototypical network", "quick", 80.0),
+            _rec("my new method", "full", 91.0, n_way=20)]
+    (tmp_path / "03_1_x.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    page = report.build(tmp_path)
+    proto = next(line for line in page.splitlines() if "prototypical network" in line)
+    assert "| 98.8 |" in proto and "97.2 ± 0.3" in proto and "300 s" in proto
+    assert "no run" in proto, "the full cell has no run and must say so"
+    assert "80.0" not in page, "quick runs are never shown"
+    new = next(line for line in page.splitlines() if "my new method" in line)
+    assert "| - |" in new and "91.0 ± 0.3" in new
+
+
+def test_paper_lookup():
+    assert report.paper_for("Prototypical network (learned metric)")[2][(5, 1)] == 98.8
+    assert report.paper_for("conv-4 random init (untrained) nearest prototype") is None
+    assert report.paper_for("LSTM meta-learner")[2] == {}
