@@ -185,7 +185,7 @@ def make_record(
         "device": config.device(),
         "backend": config.backend(),
         "wall_s": round(float(wall_s), 2),
-        "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "date": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
     }
     rec.update(extra)
     return rec

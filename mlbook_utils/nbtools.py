@@ -92,7 +92,7 @@ def run(path: str | Path, scale: str | None = None, timeout: int | None = None) 
         "device": config.device(),
         "backend": config.backend(),
         "wall_s": round(wall, 1),
-        "executed": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "executed": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
         "code_sha256": code_sha256(nb),
     }
     nb.metadata[META_KEY] = meta
