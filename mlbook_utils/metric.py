@@ -140,12 +140,14 @@ def train(
     """
     from tqdm.auto import tqdm
 
+    from .evaluation import show_progress
+
     rng = np.random.default_rng(seed)
     hist = {"episode": [], "loss": [], "accuracy": []}
     done = 0
     start = time.perf_counter()
     with tqdm(total=episodes, desc=f"training ({n_way}-way {k_shot}-shot)", leave=False,
-              disable=not progress, unit="episode") as bar:
+              disable=not show_progress(progress), unit="episode") as bar:
         while done < episodes:
             if time_budget_s is not None and time.perf_counter() - start > time_budget_s:
                 break
@@ -271,7 +273,7 @@ SETTINGS = {
                   decay_every=100, val_every=0, val_episodes=100, time_budget_s=45,
                   matched_shot=False),
     "cpu": dict(n_way=20, k_shot=1, n_query=5, episodes=3000, learning_rate=2e-3,
-                decay_every=750, val_every=750, val_episodes=300, time_budget_s=360,
+                decay_every=750, val_every=750, val_episodes=300, time_budget_s=480,
                 matched_shot=False),
     "full": dict(n_way=60, k_shot=1, n_query=5, episodes=20000, learning_rate=1e-3,
                  decay_every=2000, val_every=1000, val_episodes=600, time_budget_s=None,
@@ -282,7 +284,7 @@ SETTINGS = {
 #: same episodes for every variant, so that they compare at one budget.
 ABLATION_SETTINGS = {
     "quick": dict(SETTINGS["quick"], episodes=60, decay_every=0, time_budget_s=15),
-    "cpu": dict(SETTINGS["cpu"], episodes=400, decay_every=200, val_every=0, time_budget_s=80),
+    "cpu": dict(SETTINGS["cpu"], episodes=250, decay_every=125, val_every=0, time_budget_s=150),
     "full": dict(SETTINGS["full"], episodes=5000, decay_every=2000, val_every=0),
 }
 
@@ -453,23 +455,27 @@ def train_indexed(
     """
     from tqdm.auto import tqdm
 
+    from .evaluation import show_progress
+
     rng = np.random.default_rng(seed)
     hist = {"episode": [], "loss": [], "accuracy": [], "learning_rate": []}
     done, wall, excluded = 0, 0.0, 0.0
     lr = learning_rate
     start = time.perf_counter()
     next_callback = callback_every if callback_every else None
+    out_of_time = False
     with tqdm(total=episodes, desc=f"training ({n_way}-way {k_shot}-shot)", leave=False,
-              disable=not progress, unit="episode") as bar:
-        while done < episodes:
-            if time_budget_s is not None and time.perf_counter() - start - excluded > time_budget_s:
-                break
+              disable=not show_progress(progress), unit="episode") as bar:
+        while done < episodes and not out_of_time:
             n = min(chunk, episodes - done)
             (s_idx, q_idx), labels = index_batches(dataset, n_way, k_shot, n_query, rng, n)
             for i in range(0, n, meta_batch_size):
+                elapsed = time.perf_counter() - start - excluded
+                if time_budget_s is not None and elapsed > time_budget_s:
+                    out_of_time = True
+                    break
                 sl = slice(i, i + meta_batch_size)
                 if learning_rate is not None:
-                    elapsed = time.perf_counter() - start - excluded
                     new_lr = learning_rate * 0.5 ** halvings(done, elapsed, decay_every,
                                                              episodes, time_budget_s)
                     if new_lr != lr or not hist["episode"]:

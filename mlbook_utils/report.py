@@ -138,7 +138,7 @@ def build(folder: Path | None = None) -> str:
         ]
         for chapter, method, dataset, by_scale in sorted(other):
             any_rec = next(iter(by_scale.values()))
-            metric = any_rec.get("metric", "-")
+            metric = any_rec.get("metric") or "accuracy (%), e.g. same/different pairs"
             cells = []
             for s in ("cpu", "full"):
                 r = by_scale.get(s)

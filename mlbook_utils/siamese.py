@@ -215,12 +215,14 @@ def train(
     """
     from tqdm.auto import tqdm
 
+    from .evaluation import show_progress
+
     rng = np.random.default_rng(seed)
     losses = []
     done = 0
     start = time.perf_counter()
-    with tqdm(total=steps, desc=f"training ({model.head})", leave=False, disable=not progress,
-              unit="step") as bar:
+    with tqdm(total=steps, desc=f"training ({model.head})", leave=False,
+              disable=not show_progress(progress), unit="step") as bar:
         while done < steps:
             if time_budget_s is not None and time.perf_counter() - start > time_budget_s:
                 break
