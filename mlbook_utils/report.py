@@ -74,6 +74,9 @@ def build(folder: Path | None = None) -> str:
             if r.get("scale") in ("cpu", "full"):
                 # A variant of a task (e.g. "ReLU, 20 units") is part of what was measured.
                 variant = r.get("setting") or r.get("variant")
+                if "n_distractors" in r:
+                    extra = f"{r['n_distractors']} distractor classes"
+                    variant = f"{variant}, {extra}" if variant else extra
                 dataset = f"{r['dataset']} ({variant})" if variant else r["dataset"]
                 records.append({**r, "chapter": path.stem, "dataset": dataset})
     # The latest record of each chapter, method, data set, setting and scale.
