@@ -9,6 +9,10 @@ JAX import until something needs it. Import the submodules you use::
 __version__ = "0.1.0"
 
 __all__ = [
-    "baselines", "config", "data", "episodes", "evaluation", "exercises", "nbtools", "plots",
-    "widgets",
+    # plumbing
+    "autodiff", "baselines", "config", "data", "episodes", "evaluation", "exercises", "nbtools",
+    "plots", "report", "reproduce", "widgets",
+    # methods, one module per chapter (or two)
+    "learned_optimizer", "lstm_meta_learner", "metric", "models", "protonet_variants",
+    "relation_matching", "siamese",
 ]
