@@ -205,6 +205,26 @@ class EmbeddingCache:
         return z
 
 
+def episode_embedder(embedding, dataset: FewShotDataset | None = None, chunk: int = 1024):
+    """``embed_episodes(support, query) -> (z_support, z_query)`` for a batch of episodes,
+    shapes (B, S, ...) and (B, Q, ...), in inference mode. With a ``dataset`` its images are
+    embedded once up front (:class:`EmbeddingCache`); without, each call embeds its images."""
+    if dataset is not None:
+        cache = EmbeddingCache(embedding, dataset.x, chunk)
+    else:
+        def cache(images):
+            return embed(embedding, images, chunk)
+
+    def embed_episodes(support, query):
+        b, s, q = support.shape[0], support.shape[1], query.shape[1]
+        images = np.concatenate([support.reshape(b * s, *support.shape[2:]),
+                                 query.reshape(b * q, *query.shape[2:])])
+        z = cache(images)
+        return z[: b * s].reshape(b, s, *z.shape[1:]), z[b * s :].reshape(b, q, *z.shape[1:])
+
+    return embed_episodes
+
+
 def numpy_prototypes(z_support, support_labels, n_way):
     """Mean support embedding per class, numpy: (B, S, D), (B, S) -> (B, n_way, D)."""
     oh = onehot(support_labels, n_way)

@@ -39,7 +39,7 @@ from __future__ import annotations
 import numpy as np
 
 from .data import FewShotDataset
-from .metric import EmbeddingCache, class_prototypes, embed
+from .metric import class_prototypes, episode_embedder
 
 # --------------------------------------------------------------------------------------------
 # Embeddings
@@ -328,18 +328,11 @@ def make_predictor(model, head, dataset: FewShotDataset | None = None, batch: in
 
     from .metric import onehot
 
-    if dataset is not None:
-        cache = EmbeddingCache(model.embedding, dataset.x, chunk)
-    else:
-        def cache(images):
-            return embed(model.embedding, images, chunk)
+    embed_episodes = episode_embedder(model.embedding, dataset, chunk)
 
     def predict(support, support_labels, query, n_way):
-        b, s, q = support.shape[0], support.shape[1], query.shape[1]
-        images = np.concatenate([support.reshape(b * s, *support.shape[2:]),
-                                 query.reshape(b * q, *query.shape[2:])])
-        z = cache(images)
-        zs, zq = z[: b * s].reshape(b, s, *z.shape[1:]), z[b * s :].reshape(b, q, *z.shape[1:])
+        zs, zq = embed_episodes(support, query)
+        b = zs.shape[0]
         oh = onehot(support_labels, n_way)
         out = [ops.convert_to_numpy(head(zs[i : i + batch], oh[i : i + batch],
                                          zq[i : i + batch], training=False))

@@ -30,7 +30,7 @@ import time
 import numpy as np
 
 from .data import FewShotDataset
-from .metric import EmbeddingCache, embed
+from .metric import embed, episode_embedder
 
 # --------------------------------------------------------------------------------------------
 # Pairs
@@ -302,18 +302,12 @@ def make_predictor(model, dataset: FewShotDataset | None = None, chunk: int = 10
     Scores returned are minus the dissimilarity, shape (B, Q, n_way). With a ``dataset``, its
     images are embedded once up front (``metric.EmbeddingCache``).
     """
-    if dataset is not None:
-        cache = EmbeddingCache(model.embedding, dataset.x, chunk)
-    else:
-        def cache(images):
-            return embed(model.embedding, images, chunk)
+    embed_episodes = episode_embedder(model.embedding, dataset, chunk)
 
     def predict(support, support_labels, query, n_way):
-        b, s, q = support.shape[0], support.shape[1], query.shape[1]
-        images = np.concatenate([support.reshape(b * s, *support.shape[2:]),
-                                 query.reshape(b * q, *query.shape[2:])])
-        z = cache(images)
-        zs, zq = z[: b * s].reshape(b, 1, s, -1), z[b * s:].reshape(b, q, 1, -1)
+        zs, zq = embed_episodes(support, query)
+        b, s, q = zs.shape[0], zs.shape[1], zq.shape[1]
+        zs, zq = zs.reshape(b, 1, s, -1), zq.reshape(b, q, 1, -1)
         d = dissimilarity(model, zq, zs)  # (B, Q, S)
         onehot = support_labels[:, None, :, None] == np.arange(n_way)  # (B, 1, S, n_way)
         return -np.where(onehot, d[..., None], np.inf).min(axis=2)  # (B, Q, n_way)
