@@ -353,12 +353,15 @@ def _slice_steps(step_data, start, stop):
 
 def meta_train(problem, opt_params, *, iterations: int, batch: int, steps: int = 100,
                unroll_steps: int = 20, meta_lr: float = 1e-3, output_scale: float = 0.1,
-               seed: int = 0, progress: bool = True, desc: str = "meta-training"):
+               seed: int = 0, progress: bool = True, desc: str = "meta-training",
+               time_budget_s: float | None = None):
     """Meta-train the LSTM optimizer: each iteration draws ``batch`` new problems and optimises
     them for ``steps`` steps, updating the optimizer after every truncation of ``unroll_steps``.
 
     Returns ``(opt_params, history)`` with history a dict of per-iteration mean meta-losses,
-    wall time and the number of optimizee trajectories per second.
+    wall time, the number of iterations and optimizee trajectories done, and trajectories per
+    second. With ``time_budget_s``, training stops early once that many seconds have passed
+    (checked before each iteration, so every iteration that starts is finished).
     """
     from tqdm.auto import tqdm
 
@@ -369,7 +372,10 @@ def meta_train(problem, opt_params, *, iterations: int, batch: int, steps: int =
     layers = (len(opt_params) - 2) // 2
     history = []
     start = time.perf_counter()
-    for _ in tqdm(range(iterations), desc=desc, leave=False, disable=not show_progress(progress)):
+    bar = tqdm(range(iterations), desc=desc, leave=False, disable=not show_progress(progress))
+    for _ in bar:
+        if time_budget_s is not None and time.perf_counter() - start > time_budget_s:
+            break
         theta, data, step_data = problem.sample(rng, batch, steps)
         state = init_lstm_state(theta.size, hidden, layers)
         chunk_losses = []
@@ -379,9 +385,11 @@ def meta_train(problem, opt_params, *, iterations: int, batch: int, steps: int =
             opt_params = adam_state.apply(opt_params, grads)
             chunk_losses.append(float(meta_loss))
         history.append(np.mean(chunk_losses))
+    bar.close()
     wall = time.perf_counter() - start
-    return opt_params, {"meta_loss": np.array(history), "wall_s": wall,
-                        "trajectories_per_s": iterations * batch / wall}
+    done = len(history)
+    return opt_params, {"meta_loss": np.array(history), "wall_s": wall, "iterations": done,
+                        "trajectories": done * batch, "trajectories_per_s": done * batch / wall}
 
 
 # --------------------------------------------------------------------------------------------

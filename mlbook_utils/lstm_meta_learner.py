@@ -294,15 +294,22 @@ class LSTMMetaLearner:
         return loss, acc, grads
 
     def fit(self, sample_batch, episodes: int, meta_batch_size: int = 1, progress: bool = True,
-            desc: str = "meta-training"):
-        """Meta-train on ``episodes`` episodes; ``sample_batch(b)`` returns an Episode batch."""
+            desc: str = "meta-training", time_budget_s: float | None = None):
+        """Meta-train on ``episodes`` episodes; ``sample_batch(b)`` returns an Episode batch.
+
+        With ``time_budget_s``, training stops early once that many seconds have passed (checked
+        before each step); ``train_episodes`` counts the episodes actually trained.
+        """
         from tqdm.auto import tqdm
 
         steps = max(1, episodes // meta_batch_size)
         start = time.perf_counter()
         bar = tqdm(range(steps), desc=desc, leave=False, disable=not show_progress(progress))
         meta_vars = [self.variables[k] for k in META_KEYS]
+        done = 0
         for _ in bar:
+            if time_budget_s is not None and time.perf_counter() - start > time_budget_s:
+                break
             ep = sample_batch(meta_batch_size)
             loss, acc, grads = self._train_step(
                 [v.value for v in meta_vars], ep.support, ep.support_labels.astype("int32"),
@@ -312,8 +319,10 @@ class LSTMMetaLearner:
             self.history["accuracy"].append(float(acc))
             if len(self.history["loss"]) % 20 == 0:
                 bar.set_postfix(loss=f"{np.mean(self.history['loss'][-20:]):.3f}")
+            done += 1
+        bar.close()
         self.train_wall_s += time.perf_counter() - start
-        self.train_episodes += steps * meta_batch_size
+        self.train_episodes += done * meta_batch_size
         return self
 
     def _adapt_predict_impl(self, meta, support, support_labels, query):

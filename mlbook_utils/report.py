@@ -62,7 +62,20 @@ def _wall(rec: dict | None) -> str:
     if rec is None:
         return ""
     secs = rec.get("train_wall_s", rec.get("wall_s"))
-    return f"{secs:.0f} s" if secs is not None else ""
+    text = f"{secs:.0f} s" if secs is not None else ""
+    for unit in ("episodes", "steps", "iterations"):  # training cut short by a time cap
+        done, planned = rec.get(f"train_{unit}"), rec.get(f"train_{unit}_planned")
+        if done is not None and planned and done < planned:
+            text += f" (time cap: {done:,} of {planned:,} {unit})"
+            break
+    return text
+
+
+def _hardware(scale: str, rec: dict) -> str:
+    text = f"{scale}: {rec['device']} ({rec['backend']}"
+    if rec.get("concurrent_runs", 1) > 1:
+        text += f", one of {rec['concurrent_runs']} runs sharing it"
+    return text + ")"
 
 
 def build(folder: Path | None = None) -> str:
@@ -119,9 +132,7 @@ def build(folder: Path | None = None) -> str:
         else:
             ref, status, figs = paper
             fig = f"{figs[(n_way, k_shot)]:.1f}" if (n_way, k_shot) in figs else "not reported"
-        hardware = "; ".join(
-            f"{s}: {r['device']} ({r['backend']})" for s, r in sorted(by_scale.items())
-        )
+        hardware = "; ".join(_hardware(s, r) for s, r in sorted(by_scale.items()))
         cpu, full = by_scale.get("cpu"), by_scale.get("full")
         lines.append(
             f"| {chapter} | {method} | {dataset} | {n_way}-way {k_shot}-shot | {fig} | "
@@ -146,14 +157,15 @@ def build(folder: Path | None = None) -> str:
             for s in ("cpu", "full"):
                 r = by_scale.get(s)
                 cells.append("no run" if r is None else f"{r['accuracy']:.3g} ± {r['ci95']:.2g}")
-            hardware = "; ".join(f"{s}: {r['device']}" for s, r in sorted(by_scale.items()))
+            hardware = "; ".join(_hardware(s, r) for s, r in sorted(by_scale.items()))
             lines.append(f"| {chapter} | {method} | {dataset} | {metric} | {cells[0]} | "
                          f"{cells[1]} | {hardware} |")
     lines += [
         "",
         "Wall time is the training time where the record has one (`train_wall_s`), else the "
-        "evaluation time. `cpu` runs were made on a shared 2-core machine, so their wall times "
-        "are upper bounds.",
+        "evaluation time; \"time cap\" says where a cap on training time stopped a run before "
+        "its planned length. `cpu` runs were made on a shared 2-core machine, so their wall "
+        "times are upper bounds; runs that shared a GPU with others say so.",
         "",
     ]
     return "\n".join(re.sub(r"[ \t]+$", "", line) for line in lines)

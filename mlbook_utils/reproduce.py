@@ -4,13 +4,21 @@
     python -m mlbook_utils.reproduce protonet --scale cpu
     python -m mlbook_utils.reproduce protonet --scale full --k-shot 5 --checkpoint-dir ckpt/
     python -m mlbook_utils.reproduce pixel-nn --scale cpu --episodes 1000
+    python -m mlbook_utils.reproduce relation --scale full --time-budget 200
+    python -m mlbook_utils.reproduce siamese --scale cpu --dataset faces
 
-It calls the same library functions as the chapters (``metric.train_protonet``,
-``evaluation.evaluate``, ``baselines``), shows a progress bar, appends records in the shared
+Methods: ``pixel-nn`` (chapter 1.1), ``protonet`` (3.1), and, from
+:mod:`mlbook_utils.runner_methods`, ``relation`` and ``matching`` (4.1), ``siamese`` (2.1),
+``lstm-meta-learner`` (1.4) and ``learned-optimizer`` (1.3). Each calls the same library
+functions as its chapter (``metric.train_protonet``, ``metric.train``, ``siamese.train``,
+``LSTMMetaLearner.fit``, ``learned_optimizer.meta_train``, ``evaluation.evaluate``, ...) with
+the chapter's settings at that scale, shows a progress bar, and appends records in the shared
 format to ``results/<chapter>.jsonl`` (``cpu`` and ``full`` runs; ``quick`` runs go to the user
-cache) with training episodes per second and peak memory, and can resume an interrupted run:
-training is cut into segments at the learning-rate halvings, and after each segment the Keras
-weights and the runner's state are saved in ``--checkpoint-dir``.
+cache) with training episodes per second and peak memory. ``--time-budget`` caps each model's
+training time; records then say how much of the planned training was done. The protonet run
+can resume an interrupted run: training is cut into segments at the learning-rate halvings,
+and after each segment the Keras weights and the runner's state are saved in
+``--checkpoint-dir``.
 """
 
 from __future__ import annotations
@@ -37,8 +45,11 @@ class Method:
 
 
 def peak_memory() -> dict:
-    """Peak host memory of this process (MiB) and, on a JAX GPU, peak device memory (MiB)."""
+    """Peak host memory of this process (MiB) and, on a JAX GPU, peak device memory (MiB);
+    ``concurrent_runs`` when ``MLBOOK_CONCURRENT_RUNS`` says how many runs shared the device."""
     out = {"peak_host_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}
+    if os.environ.get("MLBOOK_CONCURRENT_RUNS"):  # set by scripts/gpu_full_run.sh
+        out["concurrent_runs"] = int(os.environ["MLBOOK_CONCURRENT_RUNS"])
     try:
         import keras
 
@@ -157,6 +168,10 @@ def _protonet(args) -> list[dict]:
             overrides["episodes"] = args.train_episodes
         if args.meta_batch_size:
             overrides["meta_batch_size"] = args.meta_batch_size
+        if args.steps_per_execution:
+            overrides["steps_per_execution"] = args.steps_per_execution
+        if args.time_budget:
+            overrides["time_budget_s"] = args.time_budget
         settings = metric.settings_for(scale, **overrides)
         ckpt = Path(args.checkpoint_dir) / f"protonet-{k_train}shot" if args.checkpoint_dir \
             else None
@@ -178,20 +193,29 @@ def _protonet(args) -> list[dict]:
                 train_episodes=done, train_wall_s=round(state["train_wall_s"], 1),
                 train_episodes_per_s=round(eps, 1),
                 meta_batch_size=settings.get("meta_batch_size", 1),
+                steps_per_execution=settings.get("steps_per_execution", 1),
+                time_budget_s=settings.get("time_budget_s"),
                 best_val_accuracy=round(state["best_val"], 2) if val_ds is not None else None,
                 **peak_memory()))
             print(f"prototypical network: {res}")
     return records
 
 
-METHODS = {
-    m.name: m for m in [
+def _methods() -> dict[str, Method]:
+    from .runner_methods import METHODS_INFO
+
+    methods = [
         Method("pixel-nn", "01_1_few_shot_episodes",
                "pixel-space nearest neighbour and nearest class mean (no training)", _pixel_nn),
         Method("protonet", "03_1_prototypical_networks",
                "prototypical network, Vinyals split, settings from metric.SETTINGS", _protonet),
     ]
-}
+    methods += [Method(name, chapter, describe, run)
+                for name, (chapter, describe, run) in METHODS_INFO.items()]
+    return {m.name: m for m in methods}
+
+
+METHODS = _methods()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -205,10 +229,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--k-shot", type=int, default=None, help="test only this k_shot")
     parser.add_argument("--n-query", type=int, default=15)
     parser.add_argument("--episodes", type=int, default=None,
-                        help="test episodes per setting (default by scale: 100/1000/1000)")
+                        help="test episodes per setting (default: the chapter's; pixel-nn and "
+                             "protonet: 100/1000/1000 by scale)")
     parser.add_argument("--train-episodes", type=int, default=None)
     parser.add_argument("--meta-batch-size", type=int, default=None,
                         help="episodes per training step")
+    parser.add_argument("--steps-per-execution", type=int, default=None,
+                        help="protonet: compiled steps per execution (fewer host round trips)")
+    parser.add_argument("--time-budget", type=float, default=None,
+                        help="cap on each model's training time, in seconds")
+    parser.add_argument("--dataset", default=None,
+                        help="siamese: only this data set (faces, audio or omniglot)")
     parser.add_argument("--trainval", action="store_true",
                         help="full scale: train on train+val (no model selection)")
     parser.add_argument("--checkpoint-dir", default=None,
@@ -217,7 +248,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.list or not args.method:
         print("methods (python -m mlbook_utils.reproduce METHOD --scale S):")
         for m in METHODS.values():
-            print(f"  {m.name:10s} {m.describe} -> results/{m.chapter}.jsonl")
+            print(f"  {m.name:18s} {m.describe} -> results/{m.chapter}.jsonl")
         print(f"test settings: {', '.join(f'{w}-way {k}-shot' for w, k in SETTINGS_4)}; "
               f"scales: quick, cpu, full")
         try:
@@ -232,8 +263,9 @@ def main(argv: list[str] | None = None) -> int:
         os.environ["MLBOOK_SCALE"] = args.scale
     from . import config
 
-    if args.episodes is None:
+    if args.episodes is None and args.method in ("pixel-nn", "protonet"):
         args.episodes = config.by_scale(quick=100, cpu=1000, full=1000)
+    # (the other methods use their chapter's number of test episodes by default)
     print(config.device_report())
     start = time.perf_counter()
     records = METHODS[args.method].run(args)

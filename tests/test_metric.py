@@ -223,3 +223,40 @@ def test_halvings_follow_episodes_or_the_time_budget():
     assert metric.halvings(0, 50.0, 100, 1000) == 0
     assert metric.halvings(10, 50.0, 100, 1000, time_budget_s=100.0) == 5  # half the time gone
     assert metric.halvings(10**6, 0.0, 0, 1000) == 0
+
+
+def test_train_indexed_reports_each_execution_and_never_trains_past_the_request():
+    keras.utils.set_random_seed(1)
+    ds = _toy_dataset(per_class=20)
+    s = dict(n_way=4, k_shot=1, n_query=3, episodes=48, learning_rate=3e-3, decay_every=0,
+             val_every=0, val_episodes=0, time_budget_s=None, meta_batch_size=2,
+             steps_per_execution=4)
+    model, log = metric.train_protonet(ds, s, progress=False,
+                                       embedding=models.conv4_embedding(filters=8))
+    # 48 episodes, 2 per step, 4 steps per execution: 6 executions, one history row each.
+    assert log["episodes"] == 48 and list(log["episode"]) == [8, 16, 24, 32, 40, 48]
+    assert int(keras.ops.convert_to_numpy(model.optimizer.iterations)) == 24
+    assert ((log["loss"] > 0) & np.isfinite(log["loss"])).all()
+    assert ((log["accuracy"] >= 0) & (log["accuracy"] <= 1)).all()
+
+
+def test_step_log_recovers_per_step_values_from_running_means():
+    log = metric._StepLog(bar=type("Bar", (), {"update": lambda self, n: None})(), deadline=None)
+    log.start(n_steps=4, mbs=1)
+    losses, accs = [1.0, 0.5, 0.25, 0.125], [0.0, 0.5, 1.0, 1.0]
+    for t in (4, 2, 1, 3):  # asynchronous callbacks may finish out of order
+        log.rows.append((t, float(np.mean(losses[:t])), float(np.mean(accs[:t]))))
+    got = log.per_step()
+    np.testing.assert_allclose([r[1] for r in got], losses)
+    np.testing.assert_allclose([r[2] for r in got], accs)
+    assert [r[0] for r in got] == [1, 1, 1, 1]
+
+
+def test_train_indexed_stops_on_its_time_budget():
+    ds = _toy_dataset(per_class=20)
+    s = dict(n_way=4, k_shot=1, n_query=3, episodes=100000, learning_rate=1e-3, decay_every=0,
+             val_every=0, val_episodes=0, time_budget_s=3.0)
+    _, log = metric.train_protonet(ds, s, progress=False,
+                                   embedding=models.conv4_embedding(filters=8))
+    assert 0 < log["episodes"] < 100000 and log["wall_s"] < 30
+    assert len(log["episode"]) == log["episodes"]

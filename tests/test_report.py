@@ -39,3 +39,17 @@ def test_paper_lookup():
     assert report.paper_for("Prototypical network (learned metric)")[2][(5, 1)] == 98.8
     assert report.paper_for("conv-4 random init (untrained) nearest prototype") is None
     assert report.paper_for("LSTM meta-learner")[2] == {}
+
+
+def test_capped_and_shared_runs_say_so(tmp_path):
+    rows = [_rec("relation network", "full", 98.4, train_wall_s=200.0, train_episodes=13550,
+                 train_episodes_planned=20000, concurrent_runs=6),
+            _rec("relation network", "cpu", 95.2, n_way=20, train_wall_s=212.0,
+                 train_episodes=1100, train_episodes_planned=1100)]
+    (tmp_path / "04_1_x.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    lines = [line for line in report.build(tmp_path).splitlines() if "relation network" in line]
+    capped = next(line for line in lines if "5-way" in line)
+    assert "time cap: 13,550 of 20,000 episodes" in capped
+    assert "one of 6 runs sharing it" in capped
+    whole = next(line for line in lines if "20-way" in line)
+    assert "time cap" not in whole and "sharing" not in whole
