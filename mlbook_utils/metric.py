@@ -504,7 +504,7 @@ def fit_inputs(x, y, batch_size: int) -> dict:
     On TensorFlow, a ``tf.data`` pipeline without prefetching or autotuning: the pipeline that
     Keras builds for arrays prefetches with autotuning, and on a 2-core CPU its background
     thread took a core in about half of the ``fit`` calls (0.16 s per 20-way step instead of
-    0.09, measured). On other backends, the arrays themselves.
+    0.09: ``scripts/bench_fit_inputs.py``). On other backends, the arrays themselves.
     """
     import keras
 
