@@ -10,9 +10,9 @@ __version__ = "0.1.0"
 
 __all__ = [
     # plumbing
-    "autodiff", "baselines", "config", "data", "episodes", "evaluation", "exercises", "nbtools",
-    "plots", "report", "reproduce", "widgets",
-    # methods, one module per chapter (or two)
-    "learned_optimizer", "lstm_meta_learner", "metric", "models", "protonet_variants",
+    "autodiff", "config", "data", "episodes", "evaluation", "exercises", "gradient_preprocessing",
+    "models", "nbtools", "plots", "registry", "report", "reproduce", "widgets",
+    # methods, one module per method family (registry.METHOD_MODULES lists them in book order)
+    "baselines", "learned_optimizer", "lstm_meta_learner", "metric", "protonet_variants",
     "relation_matching", "siamese",
 ]

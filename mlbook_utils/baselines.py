@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from . import registry
+
 
 def pairwise_sq_distances(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Squared Euclidean distances between (B, M, D) and (B, N, D): shape (B, M, N)."""
@@ -34,3 +36,38 @@ def nearest_class_mean(support, support_labels, query, n_way: int) -> np.ndarray
     onehot = (support_labels[..., None] == np.arange(n_way)).astype(np.float32)  # (B, S, n_way)
     means = np.einsum("bsc,bsd->bcd", onehot, s) / onehot.sum(axis=1)[..., None]
     return -pairwise_sq_distances(_flat(query), means)
+
+
+# --------------------------------------------------------------------------------------------
+# Chapter 1.1's experiment: both baselines on the book's test episodes
+# --------------------------------------------------------------------------------------------
+
+CHAPTER = "01_1_few_shot_episodes"
+
+#: Chapter 1.1's settings, by scale: the test settings, test episodes per setting and test
+#: queries per class of the reproduction table, and the episodes per point of its
+#: accuracy-against-shot curves (``curve_*``, chapter only).
+SETTINGS = {
+    scale: dict(tests=registry.TEST_SETTINGS, test_episodes=episodes, test_query=15,
+                test_seed=registry.TEST_SEED, curve_episodes=curve, curve_query=5, curve_seed=7)
+    for scale, episodes, curve in (("quick", 100, 30), ("cpu", 1000, 300), ("full", 5000, 1000))
+}
+
+BASELINES = {"pixel nearest neighbour": nearest_neighbour,
+             "pixel nearest class mean": nearest_class_mean}
+
+
+@registry.register("pixel-nn", chapter=CHAPTER, settings=SETTINGS,
+                   describe="pixel-space nearest neighbour and nearest class mean (no training)")
+def experiment(settings: dict, *, tests=None, data=None, runner=None, progress=True):
+    """Both pixel-space baselines on the Omniglot test classes (Vinyals split), every test
+    setting, the book's test episodes; one record per baseline and setting. ``data``: a dict
+    with the ``"test"`` dataset when the caller has it loaded already."""
+    from . import data as data_module
+    test = registry.given(data, "test", lambda: data_module.load_omniglot("test"))
+    out = registry.Outcome(settings=settings)
+    for name, fn in BASELINES.items():
+        registry.test_and_record(out, name, fn, test, settings, chapter=CHAPTER,
+                                 dataset_name="omniglot-vinyals-test", tests=tests,
+                                 runner=runner, progress=progress)
+    return out

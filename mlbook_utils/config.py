@@ -8,6 +8,9 @@ The run scale is chosen by one environment variable, ``MLBOOK_SCALE``:
 - ``full``: the default with a GPU. The papers' settings.
 
 Nothing here imports TensorFlow or JAX at import time.
+
+It also says where the book's committed result records are, when they can be found:
+:func:`committed_results`.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import functools
 import os
 import platform
 import random
+from pathlib import Path
 from typing import TypeVar
 
 import numpy as np
@@ -114,3 +118,32 @@ def seed_everything(seed: int = 0) -> np.random.Generator:
     if keras is not None:
         keras.utils.set_random_seed(seed)
     return np.random.default_rng(seed)
+
+
+def _is_book_root(folder: Path) -> bool:
+    return (folder / "_toc.yml").is_file() and (folder / "mlbook_utils").is_dir()
+
+
+def committed_results(start: Path | str | None = None) -> Path | None:
+    """The book's committed ``results/`` folder, or None when the book is not at hand.
+
+    The book's checkout is the first folder with ``_toc.yml`` and ``mlbook_utils/``, searched
+    upwards from ``start`` (default: the working directory, which is ``chapters/`` for a
+    notebook), then the checkout that holds this package (an editable install). A reader's
+    ``pip install`` (Colab) holds no records: the wheel ships no ``results/``, so there the
+    answer is None and a chapter that compares with another chapter's stored numbers must say
+    they are not available (or measure them itself)::
+
+        folder = config.committed_results()
+        records = evaluation.read_records(chapter, folder=folder) if folder else []
+
+    ``$MLBOOK_RESULTS`` plays no part here: it says where new records are *written*
+    (``evaluation.results_dir``), not where the book's records are.
+    """
+    here = Path(start if start is not None else Path.cwd()).resolve()
+    package_parent = Path(__file__).resolve().parent.parent
+    for folder in (here, *here.parents, package_parent):
+        if _is_book_root(folder):
+            results = folder / "results"
+            return results if results.is_dir() else None
+    return None

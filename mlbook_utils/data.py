@@ -8,21 +8,31 @@ Where a file is looked for, in order:
    checksum before it is moved into place (this is the path a reader on Colab takes).
 
 Decoded arrays are cached in the user cache directory, never in the data directory, which may be
-read-only. Every write goes to a temporary name first and is then renamed, so an interrupted
-download or extraction leaves nothing half-written.
+read-only; that cache is best-effort (when it cannot be written, a warning says so once and the
+arrays are returned all the same). Every write goes to a temporary name first and is then
+renamed, so an interrupted download or extraction leaves nothing half-written.
+
+Every problem with a data file (missing, truncated, corrupt, a failed or garbled download) raises
+:class:`DataError`, whose message says which file and what to do. A bad file found in the user
+cache is deleted (it was written by this module, and a later run downloads it afresh); a bad file
+in the data directory is never touched.
 """
 
 from __future__ import annotations
 
 import hashlib
+import http.client
 import io
 import os
 import shutil
+import struct
 import tempfile
 import time
 import urllib.request
+import warnings
 import wave
 import zipfile
+import zlib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,6 +46,24 @@ CACHE_VERSION = 1
 
 class DataError(RuntimeError):
     """A data file is missing, truncated or corrupt. The message says which file and what to do."""
+
+
+def _name(exc: BaseException) -> str:
+    """An exception's type as a reader would look it up: ``zlib.error``, ``ValueError``."""
+    kind = type(exc)
+    if kind.__module__ == "builtins":
+        return kind.__qualname__
+    return f"{kind.__module__}.{kind.__qualname__}"
+
+
+# What reading a damaged zip (or a damaged file inside one) can raise: a flipped bit in a zip's
+# headers or compressed data surfaces as any of these, not only as zipfile.BadZipFile.
+_READ_ERRORS = (
+    zipfile.BadZipFile, zipfile.LargeZipFile, zlib.error, OSError, EOFError, NotImplementedError,
+    RuntimeError, ValueError, KeyError, IndexError, struct.error, wave.Error, SyntaxError,
+)
+# And what a download can raise besides those: a dropped connection or a garbled HTTP reply.
+_DOWNLOAD_ERRORS = (http.client.HTTPException, *_READ_ERRORS)
 
 
 # --------------------------------------------------------------------------------------------
@@ -156,11 +184,19 @@ def file_sha256(path: Path, algo: str = "sha256") -> str:
 
 
 def zip_tree_sha256(path: Path, suffix: str) -> str:
-    """sha256 over ``"<path below the top folder>\\0<sha256>\\n"`` for the zip's data files."""
+    """sha256 over ``"<path below the top folder>\\0<sha256>\\n"`` for the zip's data files.
+
+    Raises ValueError when a data file is not inside a top folder, and whatever zipfile raises
+    for a damaged zip (:func:`verify` turns all of these into DataError)."""
     lines = []
     with zipfile.ZipFile(path) as zf:
         for name in sorted(zf.namelist()):
             if name.endswith(suffix):
+                if "/" not in name:
+                    raise ValueError(
+                        f"{path}: {name} is not inside a top folder (the zip should hold one "
+                        f"folder with the {suffix} files below it)"
+                    )
                 rel = name.split("/", 1)[1]
                 lines.append(f"{rel}\0{hashlib.sha256(zf.read(name)).hexdigest()}\n")
     return hashlib.sha256("".join(lines).encode()).hexdigest()
@@ -175,21 +211,66 @@ def _fix_hint(src: Source) -> str:
 
 def verify(path: Path, src: Source) -> None:
     """Raise DataError unless ``path`` is the expected file (or a valid copy of the original)."""
+    problem = _problem(path, src)
+    if problem is not None:
+        raise DataError(f"{problem} {_fix_hint(src)}")
+
+
+def _problem(path: Path, src: Source) -> str | None:
+    """What is wrong with ``path`` (one sentence), or None when it is the expected file."""
     size = path.stat().st_size
     if size == 0:
-        raise DataError(f"{path} is empty (expected {src.size} bytes). {_fix_hint(src)}")
+        return f"{path} is empty (expected {src.size} bytes)."
     if size == src.size and file_sha256(path) == src.sha256:
-        return
+        return None
     if src.url_md5 and file_sha256(path, "md5") == src.url_md5:
-        return
+        return None
+    unreadable = ""
     if src.tree_sha256:
         try:
             if zip_tree_sha256(path, src.tree_suffix or "") == src.tree_sha256:
-                return
-        except (zipfile.BadZipFile, OSError, EOFError):
-            pass
+                return None
+        except _READ_ERRORS as exc:
+            # A damaged zip raises far more than BadZipFile (zlib.error, NotImplementedError for
+            # a flipped compression method, RuntimeError for a flipped encryption flag...).
+            unreadable = f" and cannot be read as the expected zip ({_name(exc)}: {exc})"
     what = "truncated" if size < src.size else "corrupt (its checksum does not match)"
-    raise DataError(f"{path} is {what}: {size} bytes, expected {src.size}. {_fix_hint(src)}")
+    return f"{path} is {what}{unreadable}: {size} bytes, expected {src.size}."
+
+
+def _in_folder(path: Path, folder: Path | None) -> bool:
+    if folder is None:
+        return False
+    try:
+        path.resolve().relative_to(folder.resolve())
+        return True
+    except (ValueError, OSError):
+        return False
+
+
+def _bad_cached_file(path: Path, src: Source, problem: str) -> DataError:
+    """Delete a bad file from the user cache (never from the data directory) and return the
+    DataError that says so and what to do."""
+    removed = ""
+    if not _in_folder(path, data_dir()):
+        try:
+            path.unlink(missing_ok=True)
+            removed = " It was in the user cache, so it has been deleted."
+        except OSError as exc:
+            removed = f" It is in the user cache but could not be deleted ({exc}): delete it."
+    return DataError(
+        f"{problem}{removed} Fix: run again to download {src.dataset}/{src.name} afresh from "
+        f"{src.url}, or point ${DATA_ENV} at a folder holding {src.dataset}/{src.name} (the "
+        "book's CI uses ../shared/data)."
+    )
+
+
+def _unreadable(path: Path, src: Source, exc: BaseException) -> DataError:
+    """The DataError for a verified file that still cannot be decoded (deleted if cached)."""
+    problem = f"{path} cannot be read ({_name(exc)}: {exc})."
+    if _in_folder(path, cache_dir()) and not _in_folder(path, data_dir()):
+        return _bad_cached_file(path, src, problem)
+    return DataError(f"{problem} {_fix_hint(src)}")
 
 
 # --------------------------------------------------------------------------------------------
@@ -243,6 +324,10 @@ def _assemble(src: Source, dest: Path) -> None:
                     for n in zf.namelist()
                     if "/recordings/" in n and n.endswith(".wav")
                 ]
+            if not members:
+                raise zipfile.BadZipFile(
+                    f"the archive from {src.url} holds no recordings/*.wav files"
+                )
             _write_zip(dest, "recordings", members)
         elif src.assemble == "orl_files":
             from tqdm.auto import tqdm
@@ -268,7 +353,10 @@ def fetch(dataset: str, name: str, *, download: bool = True) -> Path:
             return candidate
     cached = cache_dir() / "data" / dataset / name
     if cached.exists():
-        verify(cached, src)
+        problem = _problem(cached, src)
+        if problem is not None:
+            # A bad copy left in the cache would make every later run fail the same way.
+            raise _bad_cached_file(cached, src, problem)
         return cached
     where = f"${DATA_ENV}={root}" if root is not None else f"${DATA_ENV} (unset)"
     if not download:
@@ -276,16 +364,32 @@ def fetch(dataset: str, name: str, *, download: bool = True) -> Path:
             f"{dataset}/{name} was found neither in {where} nor in the cache {cached.parent}. "
             f"Fix: set {DATA_ENV} to a folder that holds {dataset}/{name}, or allow a download."
         )
-    cached.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        cached.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise DataError(
+            f"{dataset}/{name} was not in {where}, and the cache {cached.parent} cannot be "
+            f"written to download it ({exc}). Fix: set {CACHE_ENV} to a writable folder, or set "
+            f"{DATA_ENV} to a folder that holds {dataset}/{name}."
+        ) from exc
     try:
         if src.assemble:
             _assemble(src, cached)
         else:
             _download(src.url, cached, f"{dataset}/{name}")
-    except OSError as exc:
+    except _DOWNLOAD_ERRORS as exc:
+        # Every temporary file is gone by now (_download, _write_zip and _assemble clean up).
+        if isinstance(exc, zipfile.BadZipFile):
+            why = ("what the server sent is not the expected zip archive (a proxy or a login "
+                   "page may have answered instead)")
+        elif isinstance(exc, http.client.HTTPException):
+            why = "the connection broke off or the reply was garbled"
+        else:
+            why = "the download failed"
         raise DataError(
             f"{dataset}/{name} was not in {where} nor in the cache, and downloading it from "
-            f"{src.url} failed ({exc}). Fix: check the network, or set {DATA_ENV} to a folder "
+            f"{src.url} failed: {why} ({_name(exc)}: {exc}). Nothing was kept. Fix: "
+            f"check the network (and any proxy) and run again, or set {DATA_ENV} to a folder "
             f"that holds {dataset}/{name}."
         ) from exc
     try:
@@ -305,24 +409,52 @@ def fetch(dataset: str, name: str, *, download: bool = True) -> Path:
 # --------------------------------------------------------------------------------------------
 
 
+_CACHE_WARNED: set[str] = set()
+
+
+def _warn_cache_once(folder: Path, exc: BaseException) -> None:
+    if str(folder) in _CACHE_WARNED:
+        return
+    _CACHE_WARNED.add(str(folder))
+    warnings.warn(
+        f"the decoded-array cache {folder} cannot be written ({_name(exc)}: {exc}); "
+        f"data will be decoded again on every load. Set {CACHE_ENV} to a writable folder to "
+        "cache it.",
+        RuntimeWarning,
+        stacklevel=3,
+    )
+
+
 def _cached_arrays(key: str, build: Callable[[], dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
-    """Load arrays from ``<cache>/arrays/<key>.npz``, building and saving them atomically first."""
+    """Load arrays from ``<cache>/arrays/<key>.npz``, building and saving them atomically first.
+
+    Saving is best-effort: when the cache cannot be written, a warning says so (once per
+    folder) and the freshly built arrays are returned."""
     path = cache_dir() / "arrays" / f"{key}-v{CACHE_VERSION}.npz"
     if path.exists():
         try:
             with np.load(path, allow_pickle=False) as npz:
                 return {k: npz[k] for k in npz.files}
-        except (OSError, ValueError, zipfile.BadZipFile, EOFError):
-            path.unlink(missing_ok=True)  # a damaged cache is rebuilt, never trusted
+        except (OSError, ValueError, zipfile.BadZipFile, EOFError, zlib.error, KeyError):
+            try:
+                path.unlink(missing_ok=True)  # a damaged cache is rebuilt, never trusted
+            except OSError:
+                pass
     arrays = build()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
+    tmp = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
         with os.fdopen(fd, "wb") as fh:
             np.savez(fh, **arrays)
         os.replace(tmp, path)
+    except OSError as exc:
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
+        _warn_cache_once(path.parent, exc)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
         raise
     return arrays
 
@@ -372,18 +504,35 @@ class FewShotDataset:
 
     def __repr__(self) -> str:
         per = self.class_counts
-        per_s = f"{per.min()}" if per.min() == per.max() else f"{per.min()}-{per.max()}"
+        if len(per) == 0:
+            per_s = "0"
+        else:
+            per_s = f"{per.min()}" if per.min() == per.max() else f"{per.min()}-{per.max()}"
         return (
             f"FewShotDataset({self.name!r}: {self.n_classes} classes, {per_s} examples each, "
             f"x {tuple(self.x.shape)} {self.x.dtype})"
         )
 
     def subset(self, classes: Iterable[int], name: str | None = None) -> FewShotDataset:
-        """A dataset of only the given classes, relabelled 0..len(classes)-1 in that order."""
-        classes = list(classes)
+        """A dataset of only the given classes, relabelled 0..len(classes)-1 in that order.
+
+        Each class may appear once: a repeated class would put the same examples under two
+        labels (and into both the support and the query set of an episode)."""
+        from .episodes import check_int
+
+        classes = [check_int("class index", c, 0) for c in classes]
+        bad = [c for c in classes if c >= self.n_classes]
+        if bad:
+            raise ValueError(
+                f"class indices {bad} are out of range: the dataset has {self.n_classes} classes "
+                f"(indices 0..{self.n_classes - 1})"
+            )
+        if len(set(classes)) != len(classes):
+            dupes = sorted({c for c in classes if classes.count(c) > 1})
+            raise ValueError(f"subset: class indices {dupes} are repeated; give each class once")
         parts = [self.class_index[c, : self.class_counts[c]] for c in classes]
-        idx = np.concatenate(parts)
-        y = np.concatenate([np.full(len(p), i) for i, p in enumerate(parts)])
+        idx = np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
+        y = np.concatenate([np.full(len(p), i) for i, p in enumerate(parts)] or [np.zeros(0)])
         return FewShotDataset(
             self.x[idx], y, [self.class_names[c] for c in classes],
             name or self.name, dict(self.info),
@@ -420,9 +569,8 @@ def _build_omniglot(size: int) -> dict[str, np.ndarray]:
                         _, alphabet, char, _ = n.split("/")
                         by_char.setdefault(f"{alphabet}/{char}", []).append(n)
                 blobs = [[zf.read(n) for n in files] for files in by_char.values()]
-        except (zipfile.BadZipFile, KeyError, OSError, EOFError) as exc:
-            hint = _fix_hint(SOURCES[("omniglot", path.name)])
-            raise DataError(f"{path} cannot be read as a zip ({exc}). {hint}") from exc
+        except _READ_ERRORS as exc:
+            raise _unreadable(path, SOURCES[("omniglot", path.name)], exc) from exc
         for char, files in zip(by_char, blobs):
             if len(files) != 20:
                 raise DataError(f"{path}: {char} has {len(files)} drawings, expected 20")
@@ -463,6 +611,16 @@ def load_omniglot(split: str = "background", *, size: int = OMNIGLOT_SIZE) -> Fe
     Each class has 20 examples (the 20 drawers). The first load decodes the zips (a few seconds);
     later loads read a uint8 cache from the user cache directory.
     """
+    # Arguments first: a typo is reported at once, not after decoding (or downloading) the data.
+    if split not in OMNIGLOT_SETS + VINYALS_SPLITS:
+        raise ValueError(
+            f"unknown Omniglot split {split!r}; use one of {OMNIGLOT_SETS + VINYALS_SPLITS}"
+        )
+    from .episodes import check_int
+
+    size = check_int("size", size, 1)
+    if size > 105:
+        raise ValueError(f"size must be at most 105 (the drawings are 105x105 pixels), got {size}")
     images, names, sets = _omniglot_base(size)
     if split in OMNIGLOT_SETS:
         keep = np.flatnonzero(sets == OMNIGLOT_SETS.index(split))
@@ -479,10 +637,6 @@ def load_omniglot(split: str = "background", *, size: int = OMNIGLOT_SIZE) -> Fe
             rotations.append(int(rot[3:]) // 90)
         base = images[np.array(chars)]
         rotations = np.array(rotations)
-    else:
-        raise ValueError(
-            f"unknown Omniglot split {split!r}; use one of {OMNIGLOT_SETS + VINYALS_SPLITS}"
-        )
     x = base.astype(np.float32) / np.float32(255.0)  # (C, 20, size, size)
     if rotations is not None:
         for k in (1, 2, 3):
@@ -504,13 +658,19 @@ def _build_orl() -> dict[str, np.ndarray]:
 
     path = fetch("orl_faces", "orl_faces.zip")
     images, subjects = [], []
-    with zipfile.ZipFile(path) as zf:
-        for s in range(1, 41):
-            for i in range(1, 11):
-                with Image.open(io.BytesIO(zf.read(f"orl_faces/s{s}/{i}.pgm"))) as img:
-                    images.append(np.asarray(img.convert("L"), dtype=np.uint8))
-                subjects.append(s - 1)
-    return {"images": np.stack(images), "subjects": np.array(subjects)}
+    try:
+        with zipfile.ZipFile(path) as zf:
+            for s in range(1, 41):
+                for i in range(1, 11):
+                    with Image.open(io.BytesIO(zf.read(f"orl_faces/s{s}/{i}.pgm"))) as img:
+                        images.append(np.asarray(img.convert("L"), dtype=np.uint8))
+                    subjects.append(s - 1)
+        stacked = np.stack(images)
+    except DataError:
+        raise
+    except _READ_ERRORS as exc:
+        raise _unreadable(path, SOURCES[("orl_faces", "orl_faces.zip")], exc) from exc
+    return {"images": stacked, "subjects": np.array(subjects)}
 
 
 def load_orl_faces() -> FewShotDataset:
@@ -558,21 +718,30 @@ def load_fsdd() -> AudioSet:
     Waves are float32 in [-1, 1]. The official split puts takes 0-4 in the test set.
     """
     path = fetch("fsdd", "fsdd_recordings.zip")
+    src = SOURCES[("fsdd", "fsdd_recordings.zip")]
     waves, digit, speaker, take = [], [], [], []
-    with zipfile.ZipFile(path) as zf:
-        for name in sorted(zf.namelist()):
-            if not name.endswith(".wav"):
-                continue
-            d, spk, t = Path(name).stem.split("_")
-            with wave.open(io.BytesIO(zf.read(name))) as wav:
-                if wav.getsampwidth() != 2 or wav.getnchannels() != 1:
-                    raise DataError(f"{path}: {name} is not 16-bit mono PCM")
-                rate = wav.getframerate()
-                pcm = np.frombuffer(wav.readframes(wav.getnframes()), dtype="<i2")
-            waves.append(pcm.astype(np.float32) / np.float32(32768.0))
-            digit.append(int(d))
-            speaker.append(FSDD_SPEAKERS.index(spk))
-            take.append(int(t))
+    rate = None
+    try:
+        with zipfile.ZipFile(path) as zf:
+            for name in sorted(zf.namelist()):
+                if not name.endswith(".wav"):
+                    continue
+                d, spk, t = Path(name).stem.split("_")
+                with wave.open(io.BytesIO(zf.read(name))) as wav:
+                    if wav.getsampwidth() != 2 or wav.getnchannels() != 1:
+                        raise DataError(f"{path}: {name} is not 16-bit mono PCM. {_fix_hint(src)}")
+                    rate = wav.getframerate()
+                    pcm = np.frombuffer(wav.readframes(wav.getnframes()), dtype="<i2")
+                waves.append(pcm.astype(np.float32) / np.float32(32768.0))
+                digit.append(int(d))
+                speaker.append(FSDD_SPEAKERS.index(spk))
+                take.append(int(t))
+    except DataError:
+        raise
+    except _READ_ERRORS as exc:
+        raise _unreadable(path, src, exc) from exc
+    if rate is None:
+        raise DataError(f"{path} holds no .wav recordings. {_fix_hint(src)}")
     return AudioSet(
         waves, np.array(digit), np.array(speaker), np.array(take), FSDD_SPEAKERS, rate
     )

@@ -36,13 +36,29 @@ class Episode:
         )
 
 
-def check_request(dataset: FewShotDataset, n_way: int, k_shot: int, n_query: int) -> None:
-    """Raise ValueError, saying what is available, if the episode cannot be drawn."""
-    for name, value in (("n_way", n_way), ("k_shot", k_shot)):
-        if int(value) != value or value <= 0:
-            raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    if int(n_query) != n_query or n_query < 0:
-        raise ValueError(f"n_query must be an integer >= 0, got {n_query!r}")
+def check_int(name: str, value, minimum: int) -> int:
+    """``value`` as a Python int, if it is an integer (a Python int or a numpy integer, not a bool)
+    of at least ``minimum``; else a TypeError or ValueError that names the argument."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
+        raise TypeError(
+            f"{name} must be an integer (int or numpy integer), got {value!r} "
+            f"of type {type(value).__name__}"
+        )
+    value = int(value)
+    if value < minimum:
+        what = "a positive integer" if minimum == 1 else f"an integer >= {minimum}"
+        raise ValueError(f"{name} must be {what}, got {value!r}")
+    return value
+
+
+def check_request(
+    dataset: FewShotDataset, n_way: int, k_shot: int, n_query: int
+) -> tuple[int, int, int]:
+    """Raise TypeError or ValueError, saying what is available, if the episode cannot be drawn;
+    else return ``(n_way, k_shot, n_query)`` as Python ints."""
+    n_way = check_int("n_way", n_way, 1)
+    k_shot = check_int("k_shot", k_shot, 1)
+    n_query = check_int("n_query", n_query, 0)
     if n_way > dataset.n_classes:
         raise ValueError(
             f"n_way={n_way} but {dataset.name or 'the dataset'} has only "
@@ -57,6 +73,7 @@ def check_request(dataset: FewShotDataset, n_way: int, k_shot: int, n_query: int
             f"{enough} classes have that many (the smallest class has {fewest}; "
             f"at most {int(dataset.class_counts.max())} per class), and n_way={n_way}"
         )
+    return n_way, k_shot, n_query
 
 
 def sample_indices(
@@ -74,10 +91,8 @@ def sample_indices(
     replacement among those with at least ``k_shot + n_query`` examples, and examples are drawn
     without replacement within each class, by sorting random keys.
     """
-    check_request(dataset, n_way, k_shot, n_query)
-    b = 1 if batch is None else batch
-    if b <= 0:
-        raise ValueError(f"batch must be positive, got {batch}")
+    n_way, k_shot, n_query = check_request(dataset, n_way, k_shot, n_query)
+    b = 1 if batch is None else check_int("batch", batch, 1)
     need = k_shot + n_query
     counts = dataset.class_counts
     keys = rng.random((b, dataset.n_classes))
@@ -153,7 +168,7 @@ class EpisodeSampler:
         n_query: int = 15,
         seed: int | None = None,
     ) -> None:
-        check_request(dataset, n_way, k_shot, n_query)
+        n_way, k_shot, n_query = check_request(dataset, n_way, k_shot, n_query)
         self.dataset = dataset
         self.n_way, self.k_shot, self.n_query = n_way, k_shot, n_query
         self.rng = np.random.default_rng(seed)

@@ -12,6 +12,10 @@ backend-specific line is :func:`_compile` (``tf.function`` on TensorFlow, ``jax.
 
 Shapes: a *batch* of ``B`` optimizee problems is solved at once; their parameters are a matrix
 ``theta`` of shape ``(B, P)``, one row per problem. The LSTM sees ``B * P`` coordinates.
+
+The gradient preprocessing is :func:`mlbook_utils.gradient_preprocessing.preprocess_gradient`,
+shared with chapter 1.4. Chapter 1.3's settings for every scale are :data:`SETTINGS`, and
+:func:`experiment` (the runner's ``learned-optimizer``) runs its quadratic experiment.
 """
 
 from __future__ import annotations
@@ -21,8 +25,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from . import registry
 from .autodiff import compile_fn, stop_gradient, value_and_grad
 from .evaluation import show_progress
+from .gradient_preprocessing import preprocess_gradient
 
 # --------------------------------------------------------------------------------------------
 # Compiling (backend-specific: see mlbook_utils.autodiff.compile_fn)
@@ -40,23 +46,11 @@ def _ops():
 
 
 # --------------------------------------------------------------------------------------------
-# Gradient preprocessing (paper, appendix A)
+# Gradient preprocessing (paper, appendix A): one function, shared with chapter 1.4
 # --------------------------------------------------------------------------------------------
 
-
-def preprocess_gradient(grad, p: float = 10.0):
-    """Map each gradient coordinate to two numbers that an LSTM can read at any scale.
-
-    ``(log|g| / p, sign(g))`` if ``|g| >= exp(-p)``, else ``(-1, exp(p) * g)``. Input of any
-    shape; output has one more axis of size 2.
-    """
-    ops = _ops()
-    grad = ops.convert_to_tensor(grad, dtype="float32")
-    big = ops.abs(grad) >= float(np.exp(-p))
-    safe = ops.maximum(ops.abs(grad), float(np.exp(-p)))  # no log(0), even where unused
-    first = ops.where(big, ops.log(safe) / p, -1.0)
-    second = ops.where(big, ops.sign(grad), float(np.exp(p)) * grad)
-    return ops.stack([first, second], axis=-1)
+# ``preprocess_gradient`` lives in mlbook_utils.gradient_preprocessing; it is imported above so
+# that ``learned_optimizer.preprocess_gradient`` is that very function.
 
 
 # --------------------------------------------------------------------------------------------
@@ -503,3 +497,155 @@ def draw_optimizer_loop(ax=None):
             ha="center", va="center", fontsize=9)
     ax.set_title("The optimizer-optimizee loop (Andrychowicz et al. 2016, Fig. 1)")
     return ax
+
+
+# --------------------------------------------------------------------------------------------
+# Chapter 1.3's settings and experiment
+# --------------------------------------------------------------------------------------------
+
+CHAPTER = "01_3_learned_optimizer"
+
+# n_tune, n_test, meta_iters, meta_batch, mlp_n_tune, mlp_n_test, mlp_iters, mlp_batch
+_BY_SCALE = {
+    "quick": (100, 100, 15, 64, 5, 5, 2, 2),
+    "cpu": (200, 500, 150, 128, 20, 40, 30, 4),
+    "full": (1000, 1000, 2000, 128, 100, 100, 500, 16),
+}
+#: Chapter 1.3's settings, by scale. The quadratic experiment (:func:`experiment`, which the
+#: notebook and the runner call): ``n_tune`` tuning and ``n_test`` test quadratics of dimension
+#: ``dim`` (drawn from ``tune_seed`` and ``test_seed``), ``steps`` optimizee steps each; the
+#: hand-designed optimizers try every learning rate of ``np.logspace(*lr_logspace)``; the LSTM
+#: optimizer (``hidden`` units, ``layers`` layers, initial weights from ``init_seed``) is
+#: meta-trained for ``meta_iters`` iterations of ``meta_batch`` new quadratics, in truncations
+#: of ``unroll`` steps, with Adam at ``meta_lr`` (problems drawn from ``meta_seed``);
+#: ``time_budget_s`` (seconds, None: no cap) stops meta-training early.
+#: The ``mlp_*`` keys are the chapter's MLP part, which only the notebook runs: Omniglot
+#: characters average-pooled by ``mlp_pool``, an MLP with ``mlp_hidden`` sigmoid units on
+#: minibatches of ``mlp_minibatch``; ``mlp_n_tune`` / ``mlp_n_test`` problems (seeds
+#: ``mlp_tune_seed`` / ``mlp_test_seed``), learning rates ``np.logspace(*mlp_lr_logspace)``, and
+#: meta-training for ``mlp_iters`` iterations of ``mlp_batch`` problems with Adam at
+#: ``mlp_meta_lr`` (problems from ``mlp_meta_seed``); ``steps``, ``unroll`` and the optimizer's
+#: shape are the quadratic's.
+SETTINGS = {
+    scale: dict(dim=10, steps=100, n_tune=n_tune, n_test=n_test, lr_logspace=(-4, 0, 13),
+                tune_seed=101, test_seed=registry.TEST_SEED, hidden=20, layers=2, init_seed=0,
+                meta_iters=iters, meta_batch=batch, unroll=20, meta_lr=1e-3, meta_seed=1,
+                time_budget_s=None,
+                mlp_pool=4, mlp_hidden=20, mlp_minibatch=64, mlp_n_tune=mlp_tune,
+                mlp_n_test=mlp_test, mlp_lr_logspace=(-3, 1, 9), mlp_tune_seed=202,
+                mlp_test_seed=registry.TEST_SEED, mlp_iters=mlp_iters, mlp_batch=mlp_batch,
+                mlp_meta_lr=3e-3, mlp_meta_seed=2)
+    for scale, (n_tune, n_test, iters, batch, mlp_tune, mlp_test, mlp_iters, mlp_batch)
+    in _BY_SCALE.items()
+}
+LSTM_NAME = "LSTM optimizer (learned)"
+
+
+def learning_rates(logspace) -> np.ndarray:
+    """The learning-rate grid ``np.logspace(start, stop, num)`` (float32) of a setting such as
+    ``lr_logspace=(-4, 0, 13)``: 1e-4 ... 1, three per decade."""
+    return np.logspace(*logspace).astype("float32")
+
+
+@dataclass
+class FinalLoss:
+    """The loss after the last step on ``problems`` test problems: its mean (``value``), the
+    half-width of its 95% confidence interval, its median, and the loss curves
+    (steps + 1, problems) it comes from."""
+
+    value: float
+    ci95: float
+    median: float
+    problems: int
+    curves: np.ndarray
+
+    @classmethod
+    def of(cls, curves) -> FinalLoss:
+        from .evaluation import mean_ci95
+
+        curves = np.asarray(curves)
+        mean, ci = mean_ci95(curves[-1])
+        return cls(mean, ci, float(np.median(curves[-1])), curves.shape[1], curves)
+
+    def __str__(self) -> str:
+        return (f"final loss {self.value:.3f} ± {self.ci95:.3f} (median {self.median:.3f}) "
+                f"over {self.problems} test problems")
+
+    __repr__ = __str__
+
+
+@registry.register("learned-optimizer", chapter=CHAPTER, settings=SETTINGS,
+                   aliases={"test_episodes": "n_test", "train_episodes": "meta_iters"},
+                   describe="LSTM optimizer and tuned baselines on 10-D quadratics (final loss)")
+def experiment(settings: dict, *, tests=None, data=None, runner=None,
+               progress=True) -> registry.Outcome:
+    """Chapter 1.3 on 10-D quadratics: tune SGD, RMSprop, Adam and NAG on the learning-rate grid
+    and the tuning problems, then test them (:func:`tune_and_test`); meta-train the LSTM
+    optimizer (:func:`meta_train`) and test it (:func:`run_learned`) on the same test problems.
+    Appends one record per optimizer: the mean loss after ``steps`` steps (``metric=
+    "final_loss"``) with its 95% interval over the test problems.
+
+    ``tests`` and ``data`` do not apply (there are no episodes, and the problems are drawn
+    here). The outcome's ``results`` map ``(record name, None, None)`` to a :class:`FinalLoss`;
+    ``histories`` and ``models`` hold the LSTM's meta-training history and weights; ``extra``
+    holds ``baselines`` (the :func:`tune_and_test` result: learning rate, grid, curves),
+    ``untrained`` (the LSTM before meta-training, a :class:`FinalLoss`), ``lr_grid``, the
+    ``problem`` and its ``test_problems``."""
+    from . import config, evaluation
+
+    if tests:
+        raise ValueError("the learned optimizer has no (n_way, k_shot) test settings")
+    s = settings
+    steps, n_test = s["steps"], s["n_test"]
+    lr_grid = learning_rates(s["lr_logspace"])
+    quad = Quadratic(dim=s["dim"])
+    tune = quad.sample(np.random.default_rng(s["tune_seed"]), s["n_tune"], steps)
+    test = quad.sample(np.random.default_rng(s["test_seed"]), n_test, steps)
+    start = time.perf_counter()
+    base = tune_and_test(quad, lr_grid, tune, test, steps)
+    base_wall = time.perf_counter() - start
+
+    phi0 = init_lstm_optimizer(hidden=s["hidden"], layers=s["layers"], seed=s["init_seed"])
+    untrained = FinalLoss.of(run_learned(quad, phi0, *test, steps))
+    phi, hist = meta_train(quad, phi0, iterations=s["meta_iters"], batch=s["meta_batch"],
+                           steps=steps, unroll_steps=s["unroll"], meta_lr=s["meta_lr"],
+                           seed=s["meta_seed"], progress=progress,
+                           time_budget_s=s["time_budget_s"])
+    done = int(hist["iterations"])
+    if runner:
+        print(f"{LSTM_NAME}: meta-trained {done} of {s['meta_iters']} iterations of "
+              f"{s['meta_batch']} quadratics in {hist['wall_s']:.1f} s "
+              f"({hist['trajectories_per_s']:.0f} trajectories/s) on {config.device()}")
+    start = time.perf_counter()
+    curves = {LSTM_NAME: run_learned(quad, phi, *test, steps)}
+    lstm_eval_s = time.perf_counter() - start
+    curves.update({f"{name} optimizer": r["curves"] for name, r in base.items()})
+
+    dataset = f"quadratic-{s['dim']}d"
+    out = registry.Outcome(settings=s, histories={LSTM_NAME: hist}, models={LSTM_NAME: phi},
+                           extra=dict(baselines=base, untrained=untrained, lr_grid=lr_grid,
+                                      problem=quad, test_problems=test))
+    for name, c in curves.items():
+        res = FinalLoss.of(c)
+        out.results[name, None, None] = res
+        extra = dict(steps=steps)
+        if name == LSTM_NAME:
+            extra.update(train_wall_s=round(hist["wall_s"], 1),
+                         train_trajectories_per_s=round(hist["trajectories_per_s"], 1),
+                         train_episodes=done * s["meta_batch"], train_iterations=done,
+                         train_iterations_planned=s["meta_iters"], meta_batch=s["meta_batch"],
+                         time_budget_s=s["time_budget_s"])
+            wall = lstm_eval_s
+        else:
+            lr = base[name.removesuffix(" optimizer")]["lr"]
+            extra.update(lr=lr, lr_grid=[float(v) for v in lr_grid],
+                         wall_s_is="grid tuning + test of all four baselines")
+            wall = base_wall
+        rec = evaluation.make_record(name, dataset, None, None, res.value, res.ci95, n_test,
+                                     wall, metric="final_loss", **extra,
+                                     **registry.run_fields(runner))
+        evaluation.append_record(CHAPTER, rec)
+        out.records.append(rec)
+        if runner:
+            print(f"{name}: {res}")
+    return out

@@ -15,8 +15,14 @@ weights shared across all coordinates::
 gradient (and loss) fed to the meta-learner are treated as constants (``stop_gradient``), so the
 meta-gradient ignores second derivatives through the learner's gradient.
 
+``preprocess`` above is Andrychowicz et al. (2016)'s log/sign preprocessing,
+:func:`mlbook_utils.gradient_preprocessing.preprocess_gradient`, the function chapter 1.3's
+learned optimizer uses (``lstm_meta_learner.preprocess_gradient`` is that very function).
+
 Everything here is a pure function of lists of tensors, so it runs on any Keras backend; the only
 backend-specific line is :func:`mlbook_utils.autodiff.compile_fn` (``tf.function`` / ``jax.jit``).
+Chapter 1.4's settings for every scale are :data:`SETTINGS`, and :func:`experiment` (the runner's
+``lstm-meta-learner``) meta-trains and tests one meta-learner per test setting.
 """
 
 from __future__ import annotations
@@ -27,9 +33,14 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from . import registry
+
 # compile_fn is the one backend switch (tf.function / jax.jit), shared with other chapters.
 from .autodiff import compile_fn
 from .evaluation import show_progress
+
+# Andrychowicz et al.'s preprocessing, the very function chapter 1.3's optimizer uses.
+from .gradient_preprocessing import preprocess_gradient
 
 # --------------------------------------------------------------------------------------------
 # The learner: a small conv net with a flat parameter vector
@@ -134,25 +145,6 @@ def accuracy(logits, labels):
 # --------------------------------------------------------------------------------------------
 
 
-def preprocess(x, p: float = 10.0):
-    """Andrychowicz et al. (2016)'s preprocessing, applied coordinate-wise, shape (..., 2)::
-
-        (log|x| / p, sign(x))   if |x| >= exp(-p)
-        (-1,         exp(p) x)  otherwise
-
-    It keeps the scale (first number) and the sign (second) of a gradient or loss whose
-    magnitude varies over many orders, in a range an LSTM can read.
-    """
-    from keras import ops
-
-    x = ops.convert_to_tensor(x, "float32")
-    big = ops.abs(x) >= math.exp(-p)
-    safe = ops.where(big, ops.abs(x), ops.ones_like(x))  # no log(0), no NaN gradients
-    first = ops.where(big, ops.log(safe) / p, -ops.ones_like(x))
-    second = ops.where(big, ops.sign(x), math.exp(p) * x)
-    return ops.stack([first, second], axis=-1)
-
-
 def init_meta_params(spec: LearnerSpec, hidden: int = 20, seed: int = 0,
                      input_bias=(-5.0, -4.0), forget_bias=(4.0, 6.0)) -> dict[str, np.ndarray]:
     """Initial meta-parameters. The paper's advice: a large forget-gate bias (here U(4, 6):
@@ -188,8 +180,8 @@ def meta_lstm_step(meta, state, theta, grad, loss, p: float = 10.0):
     h, c, i_prev, f_prev = state
     n = ops.shape(theta)[0]
     x = ops.concatenate([
-        preprocess(grad, p),
-        ops.broadcast_to(preprocess(ops.reshape(loss, (1,)), p), (n, 2)),
+        preprocess_gradient(grad, p),
+        ops.broadcast_to(preprocess_gradient(ops.reshape(loss, (1,)), p), (n, 2)),
     ], axis=-1)  # (P, 4)
     # Layer 1: an ordinary LSTM, coordinate-wise with shared weights.
     z = ops.matmul(ops.concatenate([x, h], axis=-1), meta["lstm/kernel"]) + meta["lstm/bias"]
@@ -420,3 +412,107 @@ class FineTuner:
         def predict(support, support_labels, query, n_way):
             return self.logits(support, support_labels, query, lr)[:, steps]
         return predict
+
+
+# --------------------------------------------------------------------------------------------
+# Chapter 1.4's settings and experiment
+# --------------------------------------------------------------------------------------------
+
+CHAPTER = "01_4_lstm_meta_learner"
+DATASET = "omniglot-vinyals-test"
+NAME = "LSTM meta-learner"
+
+# tests, train_episodes (by shot), inner_steps, test_episodes, ft_tune_episodes, gate_episodes
+_BY_SCALE = {
+    "quick": (((5, 1),), {1: 100, 5: 0}, 5, 50, 5, 3),
+    "cpu": (((5, 1), (5, 5)), {1: 700, 5: 400}, 5, 600, 40, 10),
+    "full": (((5, 1), (5, 5)), {1: 20000, 5: 20000}, 8, 1000, 200, 20),
+}
+#: Chapter 1.4's settings, by scale. :func:`experiment` meta-trains one LSTM meta-learner per
+#: ``tests`` setting (n_way, k_shot): ``train_episodes[k_shot]`` episodes (or ``train_episodes``
+#: for every shot, when it is a number) of ``train_query`` queries per class, with Adam at
+#: ``meta_lr``, the gradient norm clipped at ``clip_norm`` (as in the paper), ``meta_batch_size``
+#: episodes per meta step, ``inner_steps`` inner steps; the learner has ``blocks`` blocks of
+#: ``filters`` filters, the meta-learner ``hidden`` units, an input-gate bias drawn from
+#: U(``input_bias``); sampler and model seeds are the shot; ``time_budget_s`` (seconds, None: no
+#: cap) stops each model's training early. Each model is tested on ``test_episodes`` episodes
+#: with ``test_query`` queries per class, drawn from ``test_seed``. The ``quick`` scale trains
+#: only the 1-shot model. The ``ft_*`` and ``gate_*`` keys are the notebook's own parts: the
+#: fine-tuning baselines from c_0 (learning rates ``ft_sgd_lrs`` and ``ft_adam_lrs``, tuned on
+#: ``ft_tune_episodes`` validation episodes drawn from ``ft_val_seed``) and the gate traces
+#: (``gate_episodes`` test episodes drawn from ``gate_seed``).
+SETTINGS = {
+    scale: dict(tests=tests, train_episodes=train, inner_steps=inner, train_query=15,
+                meta_batch_size=1, meta_lr=5e-3, clip_norm=0.25, input_bias=(-2.0, -1.0),
+                filters=16, blocks=4, hidden=20, time_budget_s=None, test_episodes=n_test,
+                test_query=15, test_seed=registry.TEST_SEED,
+                ft_sgd_lrs=(0.03, 0.1, 0.3, 1.0), ft_adam_lrs=(0.001, 0.003, 0.01, 0.03),
+                ft_tune_episodes=ft_tune, ft_val_seed=7, gate_episodes=gates, gate_seed=99)
+    for scale, (tests, train, inner, n_test, ft_tune, gates) in _BY_SCALE.items()
+}
+
+
+def planned_episodes(settings: dict, k_shot: int) -> int:
+    """The training episodes of the ``k_shot`` model: ``train_episodes[k_shot]``, or
+    ``train_episodes`` itself when it is one number for every shot (``--train-episodes``)."""
+    planned = settings["train_episodes"]
+    if isinstance(planned, dict):
+        if k_shot not in planned:
+            raise ValueError(f"train_episodes has no entry for {k_shot}-shot: {planned}")
+        planned = planned[k_shot]
+    return int(planned)
+
+
+def build(settings: dict, n_way: int, k_shot: int) -> LSTMMetaLearner:
+    """The untrained meta-learner of the ``n_way``-way ``k_shot``-shot setting."""
+    s = settings
+    return LSTMMetaLearner(n_way=n_way, filters=s["filters"], blocks=s["blocks"],
+                           hidden=s["hidden"], inner_steps=s["inner_steps"], meta_lr=s["meta_lr"],
+                           clip_norm=s["clip_norm"], seed=k_shot, input_bias=s["input_bias"])
+
+
+@registry.register("lstm-meta-learner", chapter=CHAPTER, settings=SETTINGS,
+                   describe="LSTM meta-learner (Ravi & Larochelle), one 5-way model per shot")
+def experiment(settings: dict, *, tests=None, data=None, runner=None,
+               progress=True) -> registry.Outcome:
+    """Chapter 1.4's main result: for each (n_way, k_shot) of ``tests`` (default:
+    ``settings["tests"]``), meta-train an LSTM meta-learner (:func:`build`,
+    :meth:`LSTMMetaLearner.fit`) on episodes of Omniglot's training classes from an
+    ``EpisodeSampler`` (seed: the shot), then test it on the book's test episodes of the test
+    classes and append its record.
+
+    ``data``: ``{"train": ..., "test": ...}`` when the caller has them loaded. The outcome's
+    ``results`` map ``("LSTM meta-learner", n_way, k_shot)`` to the ``EvalResult``; ``models``
+    and ``histories`` (loss and accuracy per meta step, episodes, wall time) are keyed by
+    ``(n_way, k_shot)``."""
+    from . import config, episodes
+    from . import data as data_module
+
+    s = settings
+    tests = list(tests or s["tests"])
+    config.seed_everything(0)
+    train = registry.given(data, "train", lambda: data_module.load_omniglot("train"))
+    test = registry.given(data, "test", lambda: data_module.load_omniglot("test"))
+    out = registry.Outcome(settings=s)
+    for n_way, k_shot in tests:
+        planned = planned_episodes(s, k_shot)
+        sampler = episodes.EpisodeSampler(train, n_way, k_shot, s["train_query"], seed=k_shot)
+        model = build(s, n_way, k_shot)
+        model.fit(sampler.sample, planned, meta_batch_size=s["meta_batch_size"],
+                  progress=progress, desc=f"{n_way}-way {k_shot}-shot",
+                  time_budget_s=s["time_budget_s"])
+        wall = model.train_wall_s
+        hist = dict(model.history, episodes=model.train_episodes, wall_s=wall,
+                    episodes_per_s=model.train_episodes / wall if wall else 0.0)
+        out.models[n_way, k_shot], out.histories[n_way, k_shot] = model, hist
+        if runner:
+            print(f"{NAME} {n_way}-way {k_shot}-shot: trained {model.train_episodes} of "
+                  f"{planned} episodes in {wall:.0f} s ({hist['episodes_per_s']:.2f} "
+                  f"episodes/s) on {config.device()}")
+        registry.test_and_record(
+            out, NAME, model.predict, test, s, chapter=CHAPTER, dataset_name=DATASET,
+            tests=[(n_way, k_shot)], runner=runner, progress=progress,
+            inner_steps=s["inner_steps"],
+            **registry.train_fields(hist, way=n_way, shot=k_shot, query=s["train_query"],
+                                    planned=planned, budget=s["time_budget_s"]))
+    return out

@@ -6,13 +6,22 @@ Euclidean distance from its embedding to that prototype. A softmax over these sc
 cross-entropy on the query labels, train f::
 
     model = PrototypicalNetwork(models.conv4_embedding())
-    model.compile(optimizer=keras.optimizers.Adam(1e-3), loss=episode_loss, metrics=[...])
-    history = train(model, train_set, n_way=60, k_shot=1, n_query=5, episodes=2000)
+    fed = IndexedEpisodes(model, image_store(train_set.x))   # fed by index arrays
+    compile_model(fed, learning_rate=1e-3)
+    history = train_indexed(fed, train_set, n_way=60, k_shot=1, n_query=5, episodes=2000)
     evaluation.evaluate(make_predictor(model.embedding), test_set, 5, 1)
 
 Everything is written with ``keras.ops`` and ``keras.layers``, so it runs on any Keras backend.
-Training feeds arrays of pre-sampled episodes to ``train_on_batch`` (no Python generator feeds
-``fit``, which stalled now and then on TensorFlow).
+There is one episodic training loop for every metric-based model of the book,
+:func:`train_indexed`: episodes are drawn as index arrays, the images are gathered on the device
+inside the compiled step, and ``model.fit`` runs segment after segment without reading anything
+back between steps. :class:`IndexedEpisodes` lets any model that takes
+``(support, support_onehot, query)`` (chapter 1.2's protonet, chapter 4's relation and matching
+networks) train in that loop.
+
+The module also owns two methods' settings and experiments: chapter 1.2's learned metric space
+(``METRIC_SPACE_SETTINGS``, :func:`metric_space_experiment`) and chapter 3.1's prototypical
+network (``SETTINGS``, :func:`protonet_experiment`).
 """
 
 from __future__ import annotations
@@ -21,6 +30,7 @@ import time
 
 import numpy as np
 
+from . import registry
 from .baselines import nearest_class_mean
 from .data import FewShotDataset
 from .episodes import sample_episode
@@ -114,63 +124,6 @@ def episode_arrays(dataset: FewShotDataset, n_way, k_shot, n_query, rng, batch):
     """``batch`` episodes as arrays: ((support, support_onehot, query), query_labels)."""
     ep = sample_episode(dataset, n_way, k_shot, n_query, seed=rng, batch=batch)
     return (ep.support, onehot(ep.support_labels, n_way), ep.query), ep.query_labels
-
-
-def train(
-    model,
-    dataset: FewShotDataset,
-    n_way: int,
-    k_shot: int,
-    n_query: int,
-    episodes: int,
-    *,
-    meta_batch_size: int = 1,
-    chunk: int = 50,
-    seed: int = 0,
-    time_budget_s: float | None = None,
-    progress: bool = True,
-) -> dict:
-    """Train a compiled ``model`` on ``episodes`` episodes from ``dataset``.
-
-    Episodes are drawn ``chunk`` at a time as arrays, then fed ``meta_batch_size`` per step to
-    ``model.train_on_batch``. Returns the history: ``episode`` (episodes seen after each step),
-    ``loss`` and ``accuracy`` (on that step's queries, in [0, 1]), ``wall_s`` and
-    ``episodes_per_s``. With ``time_budget_s``, training stops early once that many seconds
-    have passed.
-    """
-    from tqdm.auto import tqdm
-
-    from .evaluation import show_progress
-
-    rng = np.random.default_rng(seed)
-    hist = {"episode": [], "loss": [], "accuracy": []}
-    done = 0
-    start = time.perf_counter()
-    with tqdm(total=episodes, desc=f"training ({n_way}-way {k_shot}-shot)", leave=False,
-              disable=not show_progress(progress), unit="episode") as bar:
-        while done < episodes:
-            if time_budget_s is not None and time.perf_counter() - start > time_budget_s:
-                break
-            n = min(chunk, episodes - done)
-            (support, support_onehot, query), labels = episode_arrays(
-                dataset, n_way, k_shot, n_query, rng, n
-            )
-            for i in range(0, n, meta_batch_size):
-                sl = slice(i, i + meta_batch_size)
-                logs = model.train_on_batch(
-                    (support[sl], support_onehot[sl], query[sl]), labels[sl], return_dict=True
-                )
-                done += len(labels[sl])
-                hist["episode"].append(done)
-                hist["loss"].append(float(logs["loss"]))
-                hist["accuracy"].append(float(logs["accuracy"]))
-                bar.update(len(labels[sl]))
-                if progress:
-                    bar.set_postfix(loss=f"{hist['loss'][-1]:.3f}", refresh=False)
-    wall = time.perf_counter() - start
-    hist = {k: np.asarray(v) for k, v in hist.items()}
-    hist.update(wall_s=wall, episodes=done, episodes_per_s=done / wall)
-    return hist
 
 
 def embed(embedding, images: np.ndarray, chunk: int = 1024) -> np.ndarray:
@@ -288,17 +241,24 @@ def pca_2d(x: np.ndarray) -> np.ndarray:
 #: trains 20-way episodes: on 2 CPU cores a 60-way episode costs three times as much, and at a
 #: fixed budget more 20-way episodes served better (chapter 1.2). ``matched_shot``: also train
 #: a separate model with 5-shot episodes for the 5-shot tests, as the paper did.
+_PROTONET_TESTS = dict(tests=registry.TEST_SETTINGS, test_query=15, test_seed=registry.TEST_SEED,
+                      meta_batch_size=1, steps_per_execution=1, trainval=False,
+                      checkpoint_dir=None)
 SETTINGS = {
     "quick": dict(n_way=20, k_shot=1, n_query=5, episodes=200, learning_rate=2e-3,
                   decay_every=100, val_every=0, val_episodes=100, time_budget_s=45,
-                  matched_shot=False),
+                  matched_shot=False, test_episodes=100, eval_classes=300, **_PROTONET_TESTS),
     "cpu": dict(n_way=20, k_shot=1, n_query=5, episodes=3000, learning_rate=2e-3,
                 decay_every=750, val_every=750, val_episodes=300, time_budget_s=480,
-                matched_shot=False),
+                matched_shot=False, test_episodes=1000, eval_classes=None, **_PROTONET_TESTS),
     "full": dict(n_way=60, k_shot=1, n_query=5, episodes=20000, learning_rate=1e-3,
                  decay_every=2000, val_every=1000, val_episodes=600, time_budget_s=None,
-                 matched_shot=True),
+                 matched_shot=True, test_episodes=5000, eval_classes=None, **_PROTONET_TESTS),
 }
+#: ``test_episodes`` test episodes per setting with ``test_query`` queries per class, on the
+#: first ``eval_classes`` test classes (None: all of them; the quick scale is a smoke test);
+#: ``trainval``: train on train+val without model selection (full scale, optional);
+#: ``checkpoint_dir``: save after each learning-rate segment and resume an interrupted run.
 
 #: Shorter runs for the ablations (cosine against Euclidean distance, Gaussian prototypes): the
 #: same episodes for every variant, so that they compare at one budget.
@@ -315,8 +275,7 @@ def settings_for(scale: str | None = None, ablation: bool = False, **overrides) 
     from .config import scale as current_scale
 
     s = dict((ABLATION_SETTINGS if ablation else SETTINGS)[scale or current_scale()])
-    unknown = set(overrides) - set(s) - {"distance", "meta_batch_size", "steps_per_execution",
-                                         "seed"}
+    unknown = set(overrides) - set(s) - {"distance", "seed"}
     if unknown:
         raise ValueError(f"unknown settings {sorted(unknown)}; known: {sorted(s)}")
     s.update(overrides)
@@ -412,6 +371,46 @@ def _indexed_model_class():
 def IndexedPrototypicalNetwork(embedding, images, distance="euclidean", **kwargs):  # noqa: N802
     """See ``_indexed_model_class``: a protonet fed with index arrays into ``images``."""
     return _indexed_model_class()(embedding, images, distance, **kwargs)
+
+
+def _indexed_episodes_class():
+    import keras
+    from keras import ops
+
+    class IndexedEpisodes(keras.Model):
+        """Feeds an episode model from index arrays, so that it trains in :func:`train_indexed`.
+
+        ``call((support_index, query_index))`` takes int32 arrays (B, n_way, k_shot) and
+        (B, n_way, n_query) of indices into ``images`` (an :func:`image_store`), gathers the
+        images inside the compiled step and returns ``model((support, support_onehot, query))``
+        with support and query class-major: support item ``i * k_shot + j`` and query
+        ``i * n_query + j`` belong to class ``i``. ``model`` is any episode model of the book
+        (chapter 1.2's ``PrototypicalNetwork``, the relation and matching networks); its weights
+        are this model's weights, so training this one trains ``model``.
+        """
+
+        def __init__(self, model, images, **kwargs):
+            super().__init__(**kwargs)
+            self.model, self.images = model, images
+
+        def call(self, inputs, training=None):
+            support_index, query_index = inputs
+            b, n, k = ops.shape(support_index)
+            q = ops.shape(query_index)[2]
+            support = gather_images(self.images, ops.reshape(support_index, (b, n * k)))
+            query = gather_images(self.images, ops.reshape(query_index, (b, n * q)))
+            owner = ops.expand_dims(ops.arange(n * k) // k, 1)  # the class of each support item
+            support_onehot = ops.cast(ops.equal(owner, ops.expand_dims(ops.arange(n), 0)),
+                                      "float32")
+            support_onehot = ops.broadcast_to(ops.expand_dims(support_onehot, 0), (b, n * k, n))
+            return self.model((support, support_onehot, query), training=training)
+
+    return IndexedEpisodes
+
+
+def IndexedEpisodes(model, images, **kwargs):  # noqa: N802 - builds a keras.Model subclass
+    """See ``_indexed_episodes_class``: ``model`` fed with index arrays into ``images``."""
+    return _indexed_episodes_class()(model, images, **kwargs)
 
 
 def index_batches(dataset: FewShotDataset, n_way, k_shot, n_query, rng, batch):
@@ -686,3 +685,187 @@ def train_protonet(
     hist.update({k: np.asarray(v) for k, v in val.items()})
     hist["settings"] = s
     return model, hist
+
+
+def train_with_checkpoints(train_ds, settings: dict, val_ds, ckpt=None, progress=True):
+    """:func:`train_protonet`, optionally in segments between learning-rate halvings with the
+    weights saved after each segment in ``ckpt`` (a folder), so that an interrupted run resumes
+    where it stopped. Model selection on the validation classes keeps the best weights seen at
+    the end of any segment. Returns ``(embedding, log)``: without ``ckpt`` the log is
+    :func:`train_protonet`'s history; with it, a summary (``episodes``, ``wall_s``,
+    ``episodes_per_s``, ``best_val``, ``segment``, ``val``)."""
+    import json
+    import os
+    from pathlib import Path
+
+    from . import evaluation
+    from .models import conv4_embedding
+
+    if ckpt is None:  # one call: train_protonet does the decay and the model selection itself
+        model, log = train_protonet(train_ds, settings, val_ds, progress)
+        log["best_val"] = (float(np.max(log["val_accuracy"])) if len(log["val_accuracy"])
+                           else None)
+        return model.embedding, log
+    ckpt = Path(ckpt)
+    total, every = int(settings["episodes"]), int(settings.get("decay_every") or 0)
+    seg_len = every if every and every < total else total
+    n_segments = -(-total // seg_len)
+    embedding = conv4_embedding(input_shape=train_ds.x.shape[1:])
+    state = {"segment": 0, "train_wall_s": 0.0, "best_val": -1.0, "val": [], "episodes": 0}
+    ckpt.mkdir(parents=True, exist_ok=True)
+    if (ckpt / "state.json").exists():
+        state = dict(state, **json.loads((ckpt / "state.json").read_text()))
+        embedding.load_weights(ckpt / "last.weights.h5")
+        print(f"resuming after segment {state['segment']} of {n_segments}")
+    done_now = 0
+    for seg in range(state["segment"], n_segments):
+        episodes = min(seg_len, total - seg * seg_len)
+        seg_settings = dict(settings, episodes=episodes, decay_every=0, val_every=0,
+                            learning_rate=settings["learning_rate"] * 0.5 ** seg)
+        _, log = train_protonet(train_ds, seg_settings, None, progress, embedding=embedding,
+                                seed=int(settings.get("seed", 0)) + seg)
+        done_now += int(log["episodes"])
+        state["train_wall_s"] += float(log["wall_s"])
+        state["episodes"] += int(log["episodes"])
+        state["segment"] = seg + 1
+        if val_ds is not None:
+            predict = make_predictor(embedding, val_ds,
+                                     distance=settings.get("distance", "euclidean"))
+            res = evaluation.evaluate(predict, val_ds, 5, settings["k_shot"], 15,
+                                      settings.get("val_episodes", 600), seed=1, progress=False)
+            state["val"].append([(seg + 1) * seg_len, res.accuracy])
+            if res.accuracy > state["best_val"]:
+                state["best_val"] = res.accuracy
+                embedding.save_weights(ckpt / "best.weights.h5")
+        embedding.save_weights(ckpt / "last.weights.h5")
+        tmp = ckpt / "state.json.part"
+        tmp.write_text(json.dumps(state))
+        os.replace(tmp, ckpt / "state.json")
+    if val_ds is not None and (ckpt / "best.weights.h5").exists():
+        embedding.load_weights(ckpt / "best.weights.h5")
+    wall = state["train_wall_s"]
+    log = dict(state, episodes=done_now, episodes_total=state["episodes"], wall_s=wall,
+               episodes_per_s=state["episodes"] / wall if wall else 0.0,
+               best_val=state["best_val"] if val_ds is not None else None)
+    return embedding, log
+
+
+# --------------------------------------------------------------------------------------------
+# The experiments: chapter 1.2's learned metric space and chapter 3.1's prototypical network
+# --------------------------------------------------------------------------------------------
+
+CHAPTER_1_2 = "01_2_metric_space"
+CHAPTER_3_1 = "03_1_prototypical_networks"
+
+#: Chapter 1.2's settings: a conv-4 prototypical network trained on ``train_way``-way
+#: ``train_shot``-shot episodes with ``train_query`` queries per class, ``train_episodes``
+#: episodes of Adam at a constant ``learning_rate`` (the plainest recipe; chapter 3.1 adds the
+#: paper's schedule and model selection), then tested on the four settings.
+METRIC_SPACE_SETTINGS = {
+    scale: dict(train_way=way, train_shot=1, train_query=5, train_episodes=episodes,
+                learning_rate=1e-3, seed=1, time_budget_s=None, tests=registry.TEST_SETTINGS,
+                test_episodes=test_episodes, test_query=15, test_seed=registry.TEST_SEED)
+    for scale, way, episodes, test_episodes in (("quick", 20, 200, 100),
+                                                ("cpu", 20, 1200, 1000),
+                                                ("full", 60, 20000, 5000))
+}
+
+
+def _omniglot(data, split):
+    from . import data as data_module
+
+    return registry.given(data, split, lambda: data_module.load_omniglot(split))
+
+
+@registry.register("metric-space", chapter=CHAPTER_1_2, settings=METRIC_SPACE_SETTINGS,
+                   describe="chapter 1.2's learned metric: a conv-4 protonet, constant-rate Adam")
+def metric_space_experiment(settings: dict, *, tests=None, data=None, model=None, runner=None,
+                            progress=True) -> registry.Outcome:
+    """Train chapter 1.2's prototypical network (``model``, or a new conv-4 one) on Omniglot's
+    training classes with :func:`train_indexed`, then test it on the book's test episodes.
+
+    ``data``: ``{"train": ..., "test": ...}`` when the caller has them loaded. Returns the
+    :class:`registry.Outcome`: ``histories`` and ``models`` under the method's name."""
+    from . import config, models
+
+    s = settings
+    train, test = _omniglot(data, "train"), _omniglot(data, "test")
+    name = "prototypical network (learned metric)"
+    if model is None:
+        config.seed_everything(0)
+        model = PrototypicalNetwork(models.conv4_embedding(input_shape=train.x.shape[1:],
+                                                           name="conv4"))
+    fed = IndexedEpisodes(model, image_store(train.x))
+    compile_model(fed, learning_rate=s["learning_rate"])
+    hist = train_indexed(fed, train, s["train_way"], s["train_shot"], s["train_query"],
+                         s["train_episodes"], seed=s["seed"], time_budget_s=s["time_budget_s"],
+                         progress=progress)
+    if runner:
+        print(f"{name}: trained {hist['episodes']} {s['train_way']}-way episodes in "
+              f"{hist['wall_s']:.0f} s ({hist['episodes_per_s']:.1f} episodes/s) on "
+              f"{config.device()}")
+    out = registry.Outcome(settings=s, histories={name: hist}, models={name: model})
+    registry.test_and_record(
+        out, name, make_predictor(model.embedding, test), test, s, chapter=CHAPTER_1_2,
+        dataset_name="omniglot-vinyals-test", tests=tests, runner=runner, progress=progress,
+        **registry.train_fields(hist, way=s["train_way"], shot=s["train_shot"],
+                                query=s["train_query"], planned=s["train_episodes"],
+                                budget=s["time_budget_s"]))
+    return out
+
+
+def eval_set(test: FewShotDataset, settings: dict) -> tuple[FewShotDataset, str]:
+    """The evaluation classes of ``settings`` (all test classes, or the first
+    ``eval_classes``, for a quick smoke test) and the name records give them."""
+    n = settings.get("eval_classes")
+    if n is None:
+        return test, "omniglot-vinyals-test"
+    return test.subset(range(n), name=f"test[:{n}]"), f"omniglot-vinyals-test[:{n}]"
+
+
+@registry.register("protonet", chapter=CHAPTER_3_1, settings=SETTINGS,
+                   aliases={"train_episodes": "episodes"},
+                   describe="prototypical network, the paper's recipe at full scale "
+                            "(LR halving, model selection on val, matched shot)")
+def protonet_experiment(settings: dict, *, tests=None, data=None, runner=None,
+                        progress=True) -> registry.Outcome:
+    """Chapter 3.1's prototypical network: train with :func:`train_protonet` (one model, or one
+    per test shot when ``matched_shot``; with model selection on the validation classes unless
+    ``trainval``; resumable with ``checkpoint_dir``), then test on the book's test episodes.
+
+    ``data``: ``{"train", "val", "test"}`` (or ``"trainval"``) datasets already loaded. The
+    outcome's ``models`` and ``histories`` are keyed by the training shot."""
+    from pathlib import Path
+
+    from . import config
+
+    s = settings
+    split = "trainval" if s["trainval"] else "train"
+    train = _omniglot(data, split)
+    val = None if s["trainval"] else _omniglot(data, "val")
+    test_set, dataset_name = eval_set(_omniglot(data, "test"), s)
+    tests = list(tests or s["tests"])
+    shots = sorted({k for _, k in tests}) if s["matched_shot"] else [s["k_shot"]]
+    name = "prototypical network (Euclidean)"
+    out = registry.Outcome(settings=s)
+    for k_train in shots:
+        st = dict(s, k_shot=k_train)
+        ckpt = (Path(s["checkpoint_dir"]) / f"protonet-{k_train}shot" if s["checkpoint_dir"]
+                else None)
+        embedding, log = train_with_checkpoints(train, st, val, ckpt, progress)
+        out.models[k_train], out.histories[k_train] = embedding, log
+        if runner:
+            print(f"trained {log['episodes']} {s['n_way']}-way {k_train}-shot episodes in "
+                  f"{log['wall_s']:.0f} s ({log['episodes_per_s']:.0f} episodes/s) on "
+                  f"{config.device()}")
+        mine = [t for t in tests if not s["matched_shot"] or t[1] == k_train]
+        best = log.get("best_val")
+        registry.test_and_record(
+            out, name, make_predictor(embedding, test_set), test_set, s, chapter=CHAPTER_3_1,
+            dataset_name=dataset_name, tests=mine, runner=runner, progress=progress,
+            train_split=split, meta_batch_size=s["meta_batch_size"],
+            steps_per_execution=s["steps_per_execution"],
+            best_val_accuracy=None if best is None else round(best, 2),
+            **registry.train_fields(log, way=s["n_way"], shot=k_train, query=s["n_query"],
+                                    planned=s["episodes"], budget=s["time_budget_s"]))
+    return out

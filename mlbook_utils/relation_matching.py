@@ -2,15 +2,19 @@
 
 Both are Keras models with the calling convention of :mod:`mlbook_utils.metric`'s prototypical
 network, ``model((support, support_onehot, query))`` -> scores of shape (B, Q, n_way), so they
-train with ``metric.train`` (pre-sampled episode arrays fed to ``train_on_batch``)::
+train in the book's one episodic loop, ``metric.train_indexed``, wrapped in
+``metric.IndexedEpisodes`` (index arrays in, images gathered on the device)::
 
     rn = RelationNetwork(relation_embedding())
-    compile_relation(rn)                      # MSE between relation scores and one-hot targets
-    metric.train(rn, train_set, 5, 1, 15, episodes=2000)
+    fed = compile_relation(metric.IndexedEpisodes(rn, metric.image_store(train_set.x)))
+    metric.train_indexed(fed, train_set, 5, 1, 19, episodes=2000)   # MSE on one-hot targets
 
     mn = MatchingNetwork(models.conv4_embedding(), fce=True, steps=5)
-    compile_matching(mn)                      # -log of the attention mass on the right class
-    metric.train(mn, train_set, 20, 1, 5, episodes=1000)
+    fed = compile_matching(metric.IndexedEpisodes(mn, metric.image_store(train_set.x)))
+    metric.train_indexed(fed, train_set, 20, 1, 5, episodes=1000)   # -log attention mass
+
+Chapter 4.1's settings (``RELATION_SETTINGS``, ``MATCHING_SETTINGS``,
+``MATCHING_PLAIN_SETTINGS``) and its experiment (:func:`experiment`) live here too.
 
 Relation network. The embedding keeps a spatial map: the first three blocks of the conv-4 net
 (with pooling, 28 -> 14 -> 7 -> 3) and a fourth block without pooling, so an image becomes a
@@ -38,6 +42,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from . import registry
 from .data import FewShotDataset
 from .metric import class_prototypes, episode_embedder
 
@@ -150,7 +155,7 @@ def _relation_class():
             x = ops.reshape(pairs, (-1, *out))  # (B*Q*N, h, w, F): conv1 of [class; query]
             x = self.pool1(ops.relu(self.bn1(x, training=training)))
             x = ops.relu(self.bn2(self.conv2(x), training=training))
-            x = self.fc2(self.fc1(ops.reshape(x, (ops.shape(x)[0], -1))))
+            x = self.fc2(self.fc1(ops.reshape(x, (-1, int(np.prod(x.shape[1:]))))))
             return ops.reshape(x, (b, q, n))
 
     return RelationNetwork
@@ -174,12 +179,15 @@ def relation_mse(query_labels, scores):
     return ops.mean(ops.square(scores - target))
 
 
-def compile_relation(model, learning_rate=1e-3):
-    """Adam (``learning_rate``: a float or a Keras schedule) and the relation MSE, with the
-    training-query accuracy as the metric."""
+def compile_relation(model, learning_rate=1e-3, global_clipnorm=None):
+    """Adam (``learning_rate``: a float or a Keras schedule; gradients clipped to a global norm
+    of ``global_clipnorm`` when given) and the relation MSE, with the training-query accuracy as
+    the metric."""
     import keras
 
-    model.compile(optimizer=keras.optimizers.Adam(learning_rate), loss=relation_mse,
+    model.compile(optimizer=keras.optimizers.Adam(learning_rate,
+                                                  global_clipnorm=global_clipnorm),
+                  loss=relation_mse,
                   metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")])
     return model
 
@@ -340,3 +348,140 @@ def make_predictor(model, head, dataset: FewShotDataset | None = None, batch: in
         return np.concatenate(out)
 
     return predict
+
+
+# --------------------------------------------------------------------------------------------
+# Chapter 4.1's settings and experiment
+# --------------------------------------------------------------------------------------------
+
+CHAPTER = "04_1_relation_matching_networks"
+
+_TESTS = dict(tests=registry.TEST_SETTINGS, test_query=15, test_seed=registry.TEST_SEED,
+              meta_batch_size=1, time_budget_s=None)
+#: The chapter's recipe at ``quick`` and ``cpu`` (20-way 1-shot training with 5 queries per
+#: class; Adam with a cosine decay of the learning rate from 3e-3 to 3e-4 over the run), and at
+#: ``full`` the relation network's own recipe (Sung et al. 2018, their Omniglot code): 5-way
+#: 1-shot episodes with 19 queries per class, Adam at 1e-3 halved every 100,000 episodes,
+#: gradients clipped to norm 0.5, for 1,000,000 episodes. Test: ``test_episodes`` episodes per
+#: setting with ``test_query`` queries per class, on the first ``eval_classes`` test classes
+#: (None: all of them).
+_CHAPTER_RECIPE = dict(train_way=20, train_shot=1, train_query=5, learning_rate=3e-3,
+                       lr_schedule="cosine", lr_alpha=0.1, decay_every=None,
+                       global_clipnorm=None, **_TESTS)
+_SCALES = dict(quick=dict(test_episodes=100, eval_classes=300),
+               cpu=dict(test_episodes=1000, eval_classes=None),
+               full=dict(test_episodes=5000, eval_classes=None))
+RELATION_SETTINGS = {
+    scale: dict(_CHAPTER_RECIPE, model="relation", train_episodes=episodes, seed=10,
+                filters=64, pooled_blocks=3, hidden=8, combine="mean", **_SCALES[scale])
+    for scale, episodes in (("quick", 300), ("cpu", 1100), ("full", 1_000_000))
+}
+RELATION_SETTINGS["full"].update(train_way=5, train_query=19, learning_rate=1e-3,
+                                 lr_schedule="halving", decay_every=100_000,
+                                 global_clipnorm=0.5)
+MATCHING_SETTINGS = {
+    scale: dict(_CHAPTER_RECIPE, model="matching", train_episodes=episodes, seed=11, fce=True,
+                fce_steps=5, cosine_scale=10.0, **_SCALES[scale])
+    for scale, episodes in (("quick", 60), ("cpu", 700), ("full", 20000))
+}
+#: The ablation: the matching network without full-context embeddings, a smaller budget.
+MATCHING_PLAIN_SETTINGS = {
+    scale: dict(MATCHING_SETTINGS[scale], model="matching-no-fce", train_episodes=episodes,
+                seed=12, fce=False)
+    for scale, episodes in (("quick", 40), ("cpu", 400), ("full", 20000))
+}
+NAMES = {"relation": "relation network", "matching": "matching network (FCE)",
+         "matching-no-fce": "matching network (no FCE)"}
+
+
+def build(settings: dict, input_shape=(28, 28, 1)):
+    """The untrained model that ``settings["model"]`` names, seeded with ``settings["seed"]``."""
+    from . import config, models
+
+    s = settings
+    config.seed_everything(s["seed"])
+    if s["model"] == "relation":
+        return RelationNetwork(
+            relation_embedding(input_shape, filters=s["filters"],
+                               pooled_blocks=s["pooled_blocks"]),
+            filters=s["filters"], hidden=s["hidden"], combine=s["combine"])
+    if s["model"] in ("matching", "matching-no-fce"):
+        name = "matching_conv4" if s["fce"] else "plain_conv4"
+        return MatchingNetwork(models.conv4_embedding(input_shape=input_shape, name=name),
+                               fce=s["fce"], steps=s["fce_steps"], scale=s["cosine_scale"])
+    raise ValueError(f"unknown model {s['model']!r}; known: {sorted(NAMES)}")
+
+
+def train(model, train_set: FewShotDataset, settings: dict, progress: bool = True) -> dict:
+    """Train a relation or matching network with ``settings`` in ``metric.train_indexed``;
+    return the history (with ``cpu_s``, the process CPU time of training)."""
+    import time
+
+    import keras
+
+    from . import metric
+
+    s = settings
+    fed = metric.IndexedEpisodes(model, metric.image_store(train_set.x))
+    steps = -(-int(s["train_episodes"]) // int(s["meta_batch_size"]))
+    if s["lr_schedule"] == "cosine":
+        lr = keras.optimizers.schedules.CosineDecay(s["learning_rate"], decay_steps=steps,
+                                                    alpha=s["lr_alpha"])
+        halving = {}
+    elif s["lr_schedule"] == "halving":
+        lr = s["learning_rate"]
+        halving = dict(learning_rate=lr, decay_every=s["decay_every"])
+    else:
+        raise ValueError(f"lr_schedule must be 'cosine' or 'halving', got {s['lr_schedule']!r}")
+    if s["model"] == "relation":
+        compile_relation(fed, lr, global_clipnorm=s["global_clipnorm"])
+    else:
+        compile_matching(fed, lr)
+    cpu_start = time.process_time()
+    hist = metric.train_indexed(fed, train_set, s["train_way"], s["train_shot"],
+                                s["train_query"], s["train_episodes"],
+                                meta_batch_size=s["meta_batch_size"], seed=s["seed"],
+                                time_budget_s=s["time_budget_s"], progress=progress, **halving)
+    hist["cpu_s"] = time.process_time() - cpu_start
+    return hist
+
+
+def _experiment(settings: dict, *, tests=None, data=None, model=None, runner=None,
+                progress=True) -> registry.Outcome:
+    """Chapter 4.1: build (or take) the model that ``settings["model"]`` names, train it on
+    Omniglot's training classes (:func:`train`), and test it on the book's test episodes.
+
+    ``data``: ``{"train": ..., "test": ...}`` when loaded already. The outcome's ``models`` and
+    ``histories`` are keyed by the model's name (:data:`NAMES`)."""
+    from . import config, metric
+
+    s = settings
+    name = NAMES[s["model"]]
+    train_set = metric._omniglot(data, "train")
+    test_set, dataset_name = metric.eval_set(metric._omniglot(data, "test"), s)
+    model = model if model is not None else build(s, train_set.x.shape[1:])
+    hist = train(model, train_set, s, progress)
+    if runner:
+        print(f"{name}: trained {hist['episodes']} of {s['train_episodes']} "
+              f"{s['train_way']}-way episodes in {hist['wall_s']:.0f} s "
+              f"({hist['episodes_per_s']:.2f} episodes/s) on {config.device()}")
+    head = model.relate if s["model"] == "relation" else model.match
+    out = registry.Outcome(settings=s, histories={name: hist}, models={name: model})
+    registry.test_and_record(
+        out, name, make_predictor(model, head, test_set), test_set, s, chapter=CHAPTER,
+        dataset_name=dataset_name, tests=tests, runner=runner, progress=progress,
+        train_cpu_s=round(hist["cpu_s"], 1),
+        **registry.train_fields(hist, way=s["train_way"], shot=s["train_shot"],
+                                query=s["train_query"], planned=s["train_episodes"],
+                                budget=s["time_budget_s"]))
+    return out
+
+
+experiment = _experiment
+registry.register("relation", chapter=CHAPTER, settings=RELATION_SETTINGS,
+                  describe="relation network (chapter recipe; the paper's 5-way recipe at full)",
+                  )(_experiment)
+registry.register("matching", chapter=CHAPTER, settings=MATCHING_SETTINGS,
+                  describe="matching network with full-context embeddings (FCE)")(_experiment)
+registry.register("matching-no-fce", chapter=CHAPTER, settings=MATCHING_PLAIN_SETTINGS,
+                  describe="matching network without FCE (the chapter's ablation)")(_experiment)

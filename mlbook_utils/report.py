@@ -5,6 +5,11 @@
 
 The page is generated from the records only: a cell with no run says "no run", never a number
 typed by hand. ``make book`` regenerates it; a test fails when the committed page is stale.
+
+Records of accuracy with an N-way K-shot setting go into the main table; every other record
+(a metric other than accuracy, such as chapter 1.3's final loss, or an accuracy without an
+N-way K-shot setting, such as verification on pairs) goes under "Other measurements", with its
+metric named.
 """
 
 from __future__ import annotations
@@ -51,11 +56,24 @@ def paper_for(method: str) -> tuple[str, str, dict] | None:
     return None
 
 
-def _fmt(rec: dict | None) -> str:
+def _fmt(rec: dict | None, value_fmt: str = ".1f", ci_fmt: str = ".1f") -> str:
+    """``value ± ci95`` of a record; "no run" for none. A null value (not finite when it was
+    recorded) says so, and a null ci95 (a single episode) is left out."""
     if rec is None:
         return "no run"
-    value = f"{rec['accuracy']:.1f} ± {rec['ci95']:.1f}"
-    return value
+    value, ci = rec.get("value"), rec.get("ci95")
+    if value is None:
+        return "not finite"
+    text = f"{value:{value_fmt}}"
+    return text + (f" ± {ci:{ci_fmt}}" if ci is not None else " (no CI)")
+
+
+def _metric_label(rec: dict) -> str:
+    metric = rec.get("metric") or "accuracy"
+    if metric == "accuracy":
+        task = rec.get("task")
+        return f"accuracy (%); {task}" if task else "accuracy (%)"
+    return metric
 
 
 def _wall(rec: dict | None) -> str:
@@ -92,14 +110,15 @@ def build(folder: Path | None = None) -> str:
                     variant = f"{variant}, {extra}" if variant else extra
                 dataset = f"{r['dataset']} ({variant})" if variant else r["dataset"]
                 records.append({**r, "chapter": path.stem, "dataset": dataset})
-    # The latest record of each chapter, method, data set, setting and scale.
+    # The latest record of each chapter, method, data set, setting, metric and scale.
     latest: dict[tuple, dict] = {}
     for r in sorted(records, key=lambda r: r["date"]):
-        key = (r["chapter"], r["method"], r["dataset"], r["n_way"], r["k_shot"], r["scale"])
+        key = (r["chapter"], r["method"], r["dataset"], r["n_way"], r["k_shot"],
+               r.get("metric") or "", r["scale"])
         latest[key] = r
     rows: dict[tuple, dict[str, dict]] = defaultdict(dict)
-    for (chapter, method, dataset, n_way, k_shot, scale), r in latest.items():
-        rows[(chapter, method, dataset, n_way, k_shot)][scale] = r
+    for (chapter, method, dataset, n_way, k_shot, metric, scale), r in latest.items():
+        rows[(chapter, method, dataset, n_way, k_shot, metric)][scale] = r
 
     lines = [
         "# Reproduction table",
@@ -119,12 +138,12 @@ def build(folder: Path | None = None) -> str:
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     other = []
-    for (chapter, method, dataset, n_way, k_shot), by_scale in sorted(
-        rows.items(), key=lambda kv: (kv[0][0], kv[0][1], kv[0][2], kv[0][3] or 0, kv[0][4] or 0)
+    for (chapter, method, dataset, n_way, k_shot, metric), by_scale in sorted(
+        rows.items(),
+        key=lambda kv: (kv[0][0], kv[0][1], kv[0][2], kv[0][3] or 0, kv[0][4] or 0, kv[0][5]),
     ):
-        any_rec = next(iter(by_scale.values()))
-        if any_rec.get("metric") not in (None, "accuracy") or n_way is None:
-            other.append((chapter, method, dataset, by_scale))
+        if metric != "accuracy" or n_way is None:
+            other.append((chapter, method, dataset, metric, by_scale))
             continue
         paper = paper_for(method)
         if paper is None:
@@ -144,19 +163,17 @@ def build(folder: Path | None = None) -> str:
             "",
             "## Other measurements",
             "",
-            "Records whose figure is not an accuracy (for example the mean final loss of an "
-            "optimizer); the `metric` field says what it is. Lower is better for losses.",
+            "Records whose figure is not an N-way K-shot accuracy (for example the mean final "
+            "loss of an optimizer, or the accuracy of verification on pairs); the metric column "
+            "says what each figure is (the record's `metric` field). Lower is better for losses.",
             "",
             "| chapter | method | data set | metric | ours, `cpu` | ours, `full` | hardware |",
             "|---|---|---|---|---|---|---|",
         ]
-        for chapter, method, dataset, by_scale in sorted(other):
+        for chapter, method, dataset, _, by_scale in sorted(other, key=lambda o: o[:4]):
             any_rec = next(iter(by_scale.values()))
-            metric = any_rec.get("metric") or "accuracy (%), e.g. same/different pairs"
-            cells = []
-            for s in ("cpu", "full"):
-                r = by_scale.get(s)
-                cells.append("no run" if r is None else f"{r['accuracy']:.3g} ± {r['ci95']:.2g}")
+            metric = _metric_label(any_rec)
+            cells = [_fmt(by_scale.get(s), ".3g", ".2g") for s in ("cpu", "full")]
             hardware = "; ".join(_hardware(s, r) for s, r in sorted(by_scale.items()))
             lines.append(f"| {chapter} | {method} | {dataset} | {metric} | {cells[0]} | "
                          f"{cells[1]} | {hardware} |")

@@ -21,15 +21,24 @@ Pairs are pre-sampled as index arrays with vectorised numpy (no Python generator
 trainable is written with ``keras.ops`` / ``keras.layers``, so it runs on any Keras backend.
 The module also holds small numpy audio features (STFT, mel filterbank, log-mel), since librosa
 is not a dependency.
+
+Chapter 2.1's data splits (:func:`faces_split`, :func:`audio_split`, :func:`omniglot_split`), its
+verification procedure (:func:`verification`), its settings by scale (:data:`SETTINGS`) and its
+experiment (:func:`experiment`, the runner's ``siamese``) live here too: the notebook and
+``python -m mlbook_utils.reproduce siamese`` call the same function with the same settings.
 """
 
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 
+from . import registry
 from .data import FewShotDataset
+from .episodes import check_request
 from .metric import embed, episode_embedder
 
 # --------------------------------------------------------------------------------------------
@@ -405,3 +414,285 @@ def audio_features(waves, sample_rate: int, n_mels: int = 40, n_frames: int = 40
         spec = log_mel(w, sample_rate, n_mels, n_fft, hop, eps)
         specs.append(fix_length(spec, n_frames, float(spec.min())))
     return np.stack(specs)[..., None].astype(np.float32)
+
+
+# --------------------------------------------------------------------------------------------
+# Chapter 2.1's data splits, verification procedure, settings and experiment
+# --------------------------------------------------------------------------------------------
+
+CHAPTER = "02_1_siamese_networks"
+DATASETS = ("faces", "audio", "omniglot")
+#: The FSDD speakers (indices into ``AudioSet.speakers``) kept out of training.
+TEST_SPEAKERS = (4, 5)
+
+
+class Split(NamedTuple):
+    """One data set of the chapter: the training classes, the unseen test classes, the set whose
+    pairs choose the verification threshold (never the test set), and how records name it."""
+
+    train: FewShotDataset
+    test: FewShotDataset
+    threshold_set: FewShotDataset
+    threshold_from: str
+    dataset_name: str  # the records' ``dataset``
+
+
+def faces_split() -> Split:
+    """ORL faces, 2x2-averaged to 56x46, split by person: 30 training people and 10 unseen test
+    people (``np.random.default_rng(0).permutation`` of the 40)."""
+    from . import data
+
+    faces = data.load_orl_faces()
+    faces.x = downsample(faces.x, 2)  # 112x92 -> 56x46
+    people = np.random.default_rng(0).permutation(faces.n_classes)
+    train = faces.subset(people[:30], name="orl-train-people")
+    return Split(train, faces.subset(people[30:], name="orl-test-people"), train,
+                 "training-class pairs", "orl-unseen-people")
+
+
+def audio_split(audio=None, test_speakers=TEST_SPEAKERS) -> Split:
+    """FSDD spoken digits (``audio``: ``data.load_fsdd()``, loaded when not given) as 40x40
+    log-mel spectrograms, normalised with the training speakers' mean and standard deviation;
+    the classes are the digits, the split is by speaker. Each dataset's ``info`` holds the
+    recordings' ``speaker`` and ``take`` and the ``speakers``' names."""
+    from . import data
+
+    audio = data.load_fsdd() if audio is None else audio
+    spectrograms = audio_features(audio.waves, audio.sample_rate, n_mels=40, n_frames=40)
+    is_test = np.isin(audio.speaker, list(test_speakers))
+    mean, std = spectrograms[~is_test].mean(), spectrograms[~is_test].std()  # training only
+    spectrograms = (spectrograms - mean) / std
+    digits = [str(d) for d in range(10)]
+
+    def part(mask, name):
+        info = dict(speaker=audio.speaker[mask], take=audio.take[mask], speakers=audio.speakers)
+        return data.FewShotDataset(spectrograms[mask], audio.digit[mask], digits, name, info)
+
+    train = part(~is_test, f"fsdd-{len(set(audio.speaker[~is_test]))}-speakers")
+    test = part(is_test, f"fsdd-{len(test_speakers)}-unseen-speakers")
+    return Split(train, test, train, "training-class pairs", "fsdd-unseen-speakers")
+
+
+def omniglot_split() -> Split:
+    """Omniglot, Vinyals et al.'s split: train on ``train``, choose the verification threshold
+    on ``val``, test on ``test``."""
+    from . import data
+
+    train, val, test = (data.load_omniglot(s) for s in ("train", "val", "test"))
+    return Split(train, test, val, "val-split pairs", "omniglot-vinyals-test")
+
+
+SPLITS = {"faces": faces_split, "audio": audio_split, "omniglot": omniglot_split}
+
+
+@dataclass
+class Verification:
+    """Verification on balanced test pairs: ``value`` is the accuracy (%) with its 95% CI
+    ``ci95``, at a ``threshold`` chosen on other pairs. ``peek`` is the accuracy the best
+    threshold *on the test pairs* would give (not a result: it uses the test labels)."""
+
+    value: float
+    ci95: float
+    pairs: int
+    threshold: float
+    peek: float
+    dissim: np.ndarray
+    same: np.ndarray
+    wall_s: float
+
+    @property
+    def accuracy(self) -> float:
+        return self.value
+
+
+def verification(model, fit_set: FewShotDataset, test_set: FewShotDataset, n_pairs: int,
+                 seed: int, fit_pairs: int = 2000) -> Verification:
+    """Choose the threshold that maximises accuracy on ``fit_pairs`` balanced pairs of
+    ``fit_set`` (training or validation classes), then apply it, unchanged, to ``n_pairs``
+    distinct balanced pairs of ``test_set``."""
+    rng = np.random.default_rng(seed)
+    i, j, same = sample_pairs(fit_set, fit_pairs, rng)
+    threshold = best_threshold(pair_dissimilarity(model, fit_set, i, j), same)
+    i, j, same = unique_pairs(test_set, n_pairs, rng)
+    start = time.perf_counter()
+    dissim = pair_dissimilarity(model, test_set, i, j)
+    acc, ci = verification_accuracy(dissim, same, threshold)
+    peek, _ = verification_accuracy(dissim, same, best_threshold(dissim, same))
+    return Verification(acc, ci, len(same), threshold, peek, dissim, same,
+                        time.perf_counter() - start)
+
+
+#: Chapter 2.1's settings by scale. A value is either one for every data set or a dict by data
+#: set (:func:`dataset_settings` resolves it). ``train_steps`` steps of ``batch`` balanced pairs
+#: (Adam at ``learning_rate``; the contrastive loss with ``margin`` on unit-length embeddings
+#: when ``head="contrastive"`` and ``normalize``), each training capped at ``time_budget_s``
+#: seconds (None: no cap); ``seed`` seeds the model and its pairs; ``augment="flip"`` mirrors
+#: faces at random. Verification: the threshold from ``threshold_pairs`` pairs of the threshold
+#: set, the accuracy on ``verification_pairs`` distinct test pairs (``verification_seed``).
+#: One-shot identification: each data set is tested on the settings of ``tests`` whose n_way is
+#: among its ``n_ways`` (an ORL person has only 10 photographs), with ``test_query`` queries per
+#: class, ``test_episodes`` episodes, seed ``test_seed``; with ``baselines`` nearest neighbour in
+#: the input space (pixels, log-mel) is tested on the same episodes.
+_FIXED = dict(
+    head="contrastive", normalize=True, learning_rate=1e-3, margin=1.0,
+    filters=dict(faces=32, audio=32, omniglot=64), batch=dict(faces=32, audio=32, omniglot=64),
+    augment=dict(faces="flip", audio=None, omniglot=None), seed=dict(faces=1, audio=2, omniglot=3),
+    threshold_pairs=2000, verification_seed=dict(faces=5, audio=6, omniglot=7),
+    tests=((5, 1), (10, 1), (20, 1)), n_ways=dict(faces=(5, 10), audio=(5, 10), omniglot=(20,)),
+    test_query=dict(faces=5, audio=5, omniglot=15), test_seed=registry.TEST_SEED, baselines=True,
+)
+SETTINGS = {
+    scale: dict(datasets=DATASETS, train_steps=dict(zip(DATASETS, steps)), time_budget_s=budget,
+                test_episodes=episodes, verification_pairs=pairs, **_FIXED)
+    for scale, steps, budget, episodes, pairs in (
+        ("quick", (60, 60, 80), None, 200, 600),
+        ("cpu", (500, 500, 1200), dict(faces=150, audio=180, omniglot=270), 1000, 2000),
+        ("full", (5000, 5000, 30000), None, 5000, 2000),
+    )
+}
+AUGMENTATIONS = {None: None, "flip": random_flip}
+EMBEDDING_NAMES = {"faces": "face_conv4", "audio": "audio_conv4", "omniglot": "omniglot_conv4"}
+BASELINES = {"faces": "pixel nearest neighbour", "audio": "log-mel nearest neighbour",
+             "omniglot": "pixel nearest neighbour"}
+
+
+def dataset_settings(settings: dict, name: str) -> dict:
+    """The settings of data set ``name``: every per-data-set dict replaced by its entry, and
+    ``tests`` cut to the settings whose n_way is among the data set's ``n_ways``."""
+    if name not in DATASETS:
+        raise ValueError(f"data set must be one of {DATASETS}, got {name!r}")
+    out = {k: (v[name] if isinstance(v, dict) else v) for k, v in settings.items()
+           if k != "datasets"}
+    out["tests"] = tuple((w, k) for w, k in out["tests"] if w in out["n_ways"])
+    return out
+
+
+def settings_by_dataset(settings: dict):
+    """The settings of one scale as a ``pandas.DataFrame``, one column per data set."""
+    import pandas as pd
+
+    return pd.DataFrame({name: {k: v if isinstance(v, (int, float, str, bool, type(None)))
+                                else str(v) for k, v in dataset_settings(settings, name).items()}
+                         for name in DATASETS})
+
+
+def method_name(ds: dict, name: str) -> str:
+    """The records' method name of the Siamese network of data set ``name``, e.g.
+    ``"siamese contrastive conv4-32"`` (conv-4 with 32 filters; plain ``conv4``: 64). A variant
+    (the exercises': no unit-length embeddings, no mirroring) says how it differs from the
+    chapter's network, so that its records are not mistaken for the chapter's."""
+    head = "contrastive" if ds["head"] == "contrastive" else "learned-L1"
+    width = "" if ds["filters"] == 64 else f"-{ds['filters']}"
+    out = f"siamese {head} conv4{width}" + (" log-mel" if name == "audio" else "")
+    chapter = dataset_settings(_FIXED, name)
+    variant = [f"{k}={ds[k]}" for k in ("normalize", "augment") if ds[k] != chapter[k]]
+    return out + (f" ({', '.join(variant)})" if variant else "")
+
+
+def build(ds: dict, input_shape, name: str):
+    """The untrained, compiled Siamese network of data set ``name``, seeded with ``ds["seed"]``."""
+    from . import config, models
+
+    config.seed_everything(ds["seed"])
+    model = SiameseNetwork(
+        models.conv4_embedding(input_shape=input_shape, filters=ds["filters"],
+                               name=EMBEDDING_NAMES[name]),
+        head=ds["head"], normalize=ds["normalize"])
+    return compile_model(model, learning_rate=ds["learning_rate"], margin=ds["margin"])
+
+
+@registry.register("siamese", chapter=CHAPTER, settings=SETTINGS,
+                   aliases={"train_episodes": "train_steps"},
+                   describe="Siamese networks on ORL faces, FSDD digits and Omniglot "
+                            "(verification and one-shot identification; --dataset picks one)")
+def experiment(settings: dict, *, tests=None, data=None, runner=None,
+               progress=True) -> registry.Outcome:
+    """Chapter 2.1: for each data set of ``settings["datasets"]`` (faces, audio, omniglot),
+    train a Siamese network on its training classes, then test it on its unseen classes:
+    verification (:func:`verification`) and one-shot identification (``evaluation.evaluate``
+    on the book's test episodes), with nearest neighbour in the input space on the same
+    episodes when ``settings["baselines"]``. Appends one record per result.
+
+    ``tests``: (n_way, k_shot) settings (default ``settings["tests"]``); a data set is tested on
+    those whose n_way is among its ``n_ways``, and skipped when there is none. ``data``: a dict
+    of :class:`Split` by data set, when the caller has them loaded. The outcome's ``models``,
+    ``histories`` and ``extra`` (the :class:`Split`, the method names and the
+    :class:`Verification`) are keyed by data set; ``results`` by ``(method, n_way, k_shot)``,
+    verification under ``(method, None, None)`` as its record."""
+    from . import baselines, config, evaluation
+
+    names = list(settings["datasets"])
+    bad = [n for n in names if n not in DATASETS]
+    if bad:
+        raise ValueError(f"dataset must be one of {DATASETS}, got {bad}")
+    tests = list(tests or settings["tests"])
+    out = registry.Outcome(settings=settings)
+    for name in names:
+        ds = dataset_settings(settings, name)
+        mine = [(w, k) for w, k in tests if w in ds["n_ways"]]
+        if not mine:
+            continue
+        split = registry.given(data, name, SPLITS[name])
+        for w, k in mine:  # refuse an impossible test before any training
+            check_request(split.test, w, k, ds["test_query"])
+        model = build(ds, split.train.x.shape[1:], name)
+        steps = int(ds["train_steps"])
+        hist = train(model, split.train, steps, ds["batch"], seed=ds["seed"],
+                     time_budget_s=ds["time_budget_s"], augment=AUGMENTATIONS[ds["augment"]],
+                     progress=progress)
+        method = method_name(ds, name)
+        out.models[name], out.histories[name] = model, hist
+        pairs = dict(episodes=hist["pairs"], wall_s=hist["wall_s"],
+                     episodes_per_s=hist["pairs_per_s"])  # the records count pairs
+        fields = dict(registry.train_fields(pairs, unit="pair", planned=steps * ds["batch"],
+                                            budget=ds["time_budget_s"]),
+                      train_steps=int(hist["steps"]), train_steps_planned=steps)
+        if runner:
+            print(f"{name}: trained {hist['steps']} of {steps} steps ({hist['pairs']} pairs) in "
+                  f"{hist['wall_s']:.0f} s ({hist['pairs_per_s']:.0f} pairs/s) on "
+                  f"{config.device()}")
+        v = verification(model, split.threshold_set, split.test, ds["verification_pairs"],
+                         ds["verification_seed"], ds["threshold_pairs"])
+        out.results[method, None, None] = v
+        rec = evaluation.make_record(
+            method, split.dataset_name, None, None, v.value, v.ci95, v.pairs, v.wall_s,
+            task="verification, accuracy on balanced same/different pairs",
+            threshold_from=split.threshold_from, threshold=round(v.threshold, 4), **fields,
+            **registry.run_fields(runner))
+        evaluation.append_record(CHAPTER, rec)
+        out.records.append(rec)
+        if runner:
+            print(f"{method}: verification {v.value:.2f} ± {v.ci95:.2f} % on {v.pairs} pairs")
+        predictors = {method: make_predictor(model, split.test)}
+        if ds["baselines"]:
+            predictors[BASELINES[name]] = baselines.nearest_neighbour
+        tested = registry.Outcome()
+        for who, predict in predictors.items():
+            extra = dict(fields) if who == method else {}
+            registry.test_and_record(tested, who, predict, split.test, ds, chapter=CHAPTER,
+                                     dataset_name=split.dataset_name, tests=mine, runner=runner,
+                                     progress=progress, n_query=ds["test_query"], **extra)
+        out.results.update(tested.results)
+        out.records += tested.records
+        out.extra[name] = dict(split=split, method=method, baseline=BASELINES[name],
+                               verification=v, results=tested.results)
+    return out
+
+
+def summary(outcome: registry.Outcome) -> str:
+    """What an experiment found, one line per training run and per result."""
+    lines = []
+    for name, hist in outcome.histories.items():
+        e = outcome.extra[name]
+        v = e["verification"]
+        loss = hist["loss"]
+        lines.append(f"{name}: {hist['pairs']} pairs ({hist['steps']} steps) in "
+                     f"{hist['wall_s']:.0f} s, {hist['pairs_per_s']:.0f} pairs/s" + (
+                         f"; training loss {loss[:20].mean():.3f} (first 20 steps) -> "
+                         f"{loss[-20:].mean():.3f} (last 20)" if len(loss) else ""))
+        lines.append(f"  verification on {v.pairs} balanced pairs of {e['split'].test.name}: "
+                     f"{v.value:.1f} ± {v.ci95:.1f} % (chance 50 %; threshold {v.threshold:.3f} "
+                     f"from {e['split'].threshold_from}; the best threshold on the test pairs "
+                     f"would give {v.peek:.1f} %)")
+        lines += [f"  {who:38s} {res}" for (who, _, _), res in e["results"].items()]
+    return "\n".join(lines)

@@ -38,9 +38,6 @@ def main() -> None:
     parser.add_argument("--n-query", type=int, default=5)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--plain", action="store_true", help="also time plain train_on_batch")
-    parser.add_argument("--arrays", action="store_true",
-                        help="also time the earlier loop (metric.train): episodes sampled as "
-                             "image arrays on the host and fed to train_on_batch")
     args = parser.parse_args()
 
     import keras
@@ -89,16 +86,6 @@ def main() -> None:
             return n / (time.perf_counter() - start)
         return run
 
-    def arrays():  # chapter 1.2's first loop: images gathered on the host (metric.train)
-        model = metric.compile_model(
-            metric.PrototypicalNetwork(conv4_embedding(input_shape=train.x.shape[1:])), 1e-3)
-
-        def run(rep):
-            hist = metric.train(model, train, args.n_way, args.k_shot, args.n_query,
-                                args.episodes, seed=rep, progress=False)
-            return hist["episodes"] / hist["wall_s"]
-        return run
-
     def plain():  # an ordinary supervised step on as many images (steps/s)
         embedding = conv4_embedding(input_shape=train.x.shape[1:])
         inputs = keras.Input(train.x.shape[1:])
@@ -126,9 +113,6 @@ def main() -> None:
             variants["before", mbs] = (
                 f"before: train_on_batch per step, loss read each step, {mbs} episode(s)/step",
                 before(mbs))
-    if args.arrays:
-        variants["arrays"] = ("protonet, host-gathered image arrays (metric.train), "
-                              "1 episode/step", arrays())
     if args.plain:
         variants["plain"] = (f"plain train_on_batch of {per_episode} images (steps/s)", plain())
 
@@ -148,8 +132,6 @@ def main() -> None:
         if ("before", mbs) in results and mbs in results:
             print(f"speed-up of train_indexed over the earlier loop ({mbs}/step): "
                   f"{results[mbs] / results['before', mbs]:.2f}x")
-    if "arrays" in results and 1 in results:
-        print(f"indexed step speed-up over host arrays: {results[1] / results['arrays']:.2f}x")
     if "plain" in results:
         for key, rate in results.items():
             if key != "plain":

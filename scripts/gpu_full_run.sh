@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Every method of the book at `full` scale on the lent GPU machine (Python 3.12 + JAX, no
+# Every method of chapters 1 to 4 at `full` scale on the lent GPU machine (Python 3.12 + JAX, no
 # TensorFlow), in one call of about 8 minutes:
 #   1. the protonet training-step benchmark, alone on the GPU;
 #   2. the headless runner for every method, all at once (the models are small: one of them
@@ -36,7 +36,7 @@ timeout 150 python3 scripts/bench_protonet.py --mbs $BENCH_MBS --before \
 echo "benchmark: $(( $(date +%s) - start )) s"
 
 # 2. Every method at once; JAX must not grab most of the GPU's memory for each process.
-export XLA_PYTHON_CLIENT_PREALLOCATE=false MLBOOK_CONCURRENT_RUNS=6
+export XLA_PYTHON_CLIENT_PREALLOCATE=false MLBOOK_CONCURRENT_RUNS=8
 run() {  # run NAME ARGS...: the runner with its own results folder and log
   local name=$1; shift
   mkdir -p "$OUT/$name"
@@ -45,8 +45,10 @@ run() {  # run NAME ARGS...: the runner with its own results folder and log
 }
 start=$(date +%s)
 run protonet protonet --episodes 1000 --time-budget 150
+run metric-space metric-space --episodes 1000 --time-budget $(( BUDGET / 2 ))
 run relation relation --episodes 1000 --time-budget "$BUDGET"
 run matching matching --episodes 1000 --time-budget "$BUDGET"
+run matching-no-fce matching-no-fce --episodes 1000 --time-budget $(( BUDGET / 2 ))
 run siamese siamese --time-budget $(( BUDGET / 3 ))
 run lstm lstm-meta-learner --time-budget $(( BUDGET / 2 ))
 run learned-optimizer learned-optimizer --time-budget "$BUDGET"

@@ -1,5 +1,8 @@
 import hashlib
+import http.client
+import io
 import shutil
+import struct
 import time
 import zipfile
 
@@ -235,6 +238,190 @@ def test_verify_accepts_the_original_upstream_file_by_md5(tmp_path):
     path.write_bytes(blob + b"!")
     with pytest.raises(data.DataError):
         data.verify(path, src)
+
+
+# ---------------------------------------------------------------------------- damaged files
+
+
+def _central_entry(raw, zf, name):
+    """Offset of ``name``'s entry in the zip's central directory."""
+    off = zf.start_dir
+    while raw[off : off + 4] == b"PK\x01\x02":
+        n, m, k = struct.unpack("<HHH", raw[off + 28 : off + 34])
+        if raw[off + 46 : off + 46 + n].decode() == name:
+            return off
+        off += 46 + n + m + k
+    raise KeyError(name)
+
+
+def _flipped_orl(data_dir, dest, damage):
+    """A copy of the ORL zip with one bit flipped (the right size), or truncated."""
+    raw = bytearray((data_dir / "orl_faces/orl_faces.zip").read_bytes())
+    with zipfile.ZipFile(io.BytesIO(bytes(raw))) as zf:
+        info = zf.getinfo("orl_faces/s1/1.pgm")
+        if damage == "method":  # deflate (8) becomes 9: NotImplementedError in zipfile
+            raw[_central_entry(raw, zf, info.filename) + 10] ^= 1
+        elif damage == "block":  # the deflate block type becomes 3 (reserved): zlib.error
+            n, m = struct.unpack("<HH", raw[info.header_offset + 26 : info.header_offset + 30])
+            first = info.header_offset + 30 + n + m
+            btype = (raw[first] >> 1) & 3
+            raw[first] ^= {1: 0b100, 2: 0b010}[btype]
+        else:
+            raw = raw[: len(raw) // 2]
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    dest.write_bytes(bytes(raw))
+    return dest
+
+
+@pytest.mark.parametrize("damage", ["method", "block"])
+def test_a_flipped_bit_in_a_zip_is_a_data_error(data_dir, tmp_path, monkeypatch, damage):
+    # Such flips used to escape verify() as a bare NotImplementedError or zlib.error.
+    dest = _flipped_orl(data_dir, tmp_path / "data/orl_faces/orl_faces.zip", damage)
+    assert dest.stat().st_size == data.SOURCES["orl_faces", "orl_faces.zip"].size
+    monkeypatch.setenv("MLBOOK_DATA", str(tmp_path / "data"))
+    monkeypatch.setenv("MLBOOK_CACHE", str(tmp_path / "cache"))
+    with pytest.raises(data.DataError, match="corrupt") as err:
+        data.load_orl_faces()
+    assert "Fix:" in str(err.value)
+    assert dest.exists(), "a file in the data directory is never deleted"
+
+
+@pytest.mark.parametrize("damage", ["block", "truncated"])
+def test_a_bad_file_in_the_user_cache_is_deleted(data_dir, tmp_path, monkeypatch, damage):
+    # It used to stay there, so that every later run failed in the same way.
+    cached = _flipped_orl(data_dir, tmp_path / "cache/data/orl_faces/orl_faces.zip", damage)
+    monkeypatch.setenv("MLBOOK_DATA", str(tmp_path / "empty"))
+    monkeypatch.setenv("MLBOOK_CACHE", str(tmp_path / "cache"))
+    with pytest.raises(data.DataError, match="user cache, so it has been deleted") as err:
+        data.fetch("orl_faces", "orl_faces.zip", download=False)
+    assert not cached.exists()
+    assert "run again" in str(err.value) and "MLBOOK_DATA" in str(err.value)
+
+
+def test_an_fsdd_zip_without_its_top_folder_is_a_data_error(data_dir, tmp_path, monkeypatch):
+    # zip_tree_sha256 used to raise IndexError on a name without a folder.
+    cached = tmp_path / "cache/data/fsdd/fsdd_recordings.zip"
+    cached.parent.mkdir(parents=True)
+    with zipfile.ZipFile(data_dir / "fsdd/fsdd_recordings.zip") as src, \
+            zipfile.ZipFile(cached, "w") as out:
+        for name in src.namelist()[:20]:
+            if name.endswith(".wav"):
+                out.writestr(name.rsplit("/", 1)[-1], src.read(name))
+    monkeypatch.setenv("MLBOOK_DATA", str(tmp_path / "empty"))
+    monkeypatch.setenv("MLBOOK_CACHE", str(tmp_path / "cache"))
+    with pytest.raises(data.DataError, match="not inside a top folder"):
+        data.load_fsdd()
+    assert not cached.exists()
+
+
+def _no_files_in(folder):
+    left = [p for p in folder.rglob("*") if p.is_file()] if folder.exists() else []
+    assert not left, f"files left behind: {left}"
+
+
+def test_a_download_that_is_not_a_zip_is_a_data_error(tmp_path, monkeypatch):
+    # A proxy or login page served instead of the archive used to raise zipfile.BadZipFile.
+    page = tmp_path / "login.html"
+    page.write_text("<html><body>Please sign in to use this network</body></html>")
+    monkeypatch.setenv("MLBOOK_DATA", str(tmp_path / "empty"))
+    monkeypatch.setenv("MLBOOK_CACHE", str(tmp_path / "cache"))
+    _with_url(monkeypatch, ("fsdd", "fsdd_recordings.zip"), page.as_uri())
+    with pytest.raises(data.DataError, match="not the expected zip") as err:
+        data.fetch("fsdd", "fsdd_recordings.zip")
+    assert "Fix:" in str(err.value)
+    _no_files_in(tmp_path / "cache")
+
+
+@pytest.mark.parametrize("where", ["read", "open"])
+@pytest.mark.parametrize("error", [http.client.IncompleteRead(b"x" * 100, 900),
+                                   http.client.BadStatusLine("HTTP/1.1 garbage")],
+                         ids=["IncompleteRead", "BadStatusLine"])
+def test_a_dropped_connection_is_a_data_error(tmp_path, monkeypatch, error, where):
+    # http.client.HTTPException is not an OSError: it used to escape fetch() raw.
+    monkeypatch.setenv("MLBOOK_DATA", str(tmp_path / "empty"))
+    monkeypatch.setenv("MLBOOK_CACHE", str(tmp_path / "cache"))
+
+    class Dropping:
+        headers = {"Content-Length": "1000"}
+
+        def __init__(self):
+            self.calls = 0
+
+        def read(self, n=-1):
+            self.calls += 1
+            if self.calls > 1 or n == -1:
+                raise error
+            return b"x" * 100
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return False
+
+    def urlopen(*args, **kwargs):
+        if where == "open":
+            raise error
+        return Dropping()
+
+    monkeypatch.setattr(data.urllib.request, "urlopen", urlopen)
+    for key in (("omniglot", "splits_vinyals/val.txt"), ("orl_faces", "orl_faces.zip")):
+        with pytest.raises(data.DataError, match="broke off") as err:
+            data.fetch(*key)
+        assert "Fix:" in str(err.value) and type(error).__name__ in str(err.value)
+    _no_files_in(tmp_path / "cache")
+
+
+# ---------------------------------------------------------------------------- arguments, cache
+
+
+@pytest.mark.parametrize("kwargs,error,message", [
+    (dict(split="tset"), ValueError, "unknown Omniglot split 'tset'"),
+    (dict(split="test", size=0), ValueError, "size must be a positive integer"),
+    (dict(split="test", size=400), ValueError, "size must be at most 105"),
+    (dict(split="test", size="28"), TypeError, "size must be an integer"),
+    (dict(split="test", size=28.0), TypeError, "size must be an integer"),
+])
+def test_load_omniglot_checks_its_arguments_first(tmp_path, monkeypatch, kwargs, error, message):
+    # A typo used to be reported only after decoding every image, or, without the data, as a
+    # failed download. Now no file is even looked for.
+    monkeypatch.setenv("MLBOOK_DATA", str(tmp_path / "empty"))
+    monkeypatch.setenv("MLBOOK_CACHE", str(tmp_path / "cache"))
+
+    def no_download(*args, **kw):
+        raise AssertionError("a download was tried before the arguments were checked")
+
+    monkeypatch.setattr(data.urllib.request, "urlopen", no_download)
+    with pytest.raises(error, match=message):
+        data.load_omniglot(**kwargs)
+
+
+def test_an_unwritable_cache_only_warns_once(data_dir, tmp_path, monkeypatch):
+    # The load used to fail, after decoding, when the array cache could not be written.
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    monkeypatch.setenv("MLBOOK_CACHE", str(blocker / "cache"))
+    with pytest.warns(RuntimeWarning, match="cannot be written") as caught:
+        first = data.load_orl_faces()
+        second = data.load_orl_faces()
+    assert len([w for w in caught if "cannot be written" in str(w.message)]) == 1
+    assert first.x.shape == (400, 112, 92, 1)
+    np.testing.assert_array_equal(first.x, second.x)
+
+
+def test_an_empty_dataset_has_a_repr_and_subset_refuses_repeated_classes():
+    empty = data.FewShotDataset(np.zeros((0, 2)), [], [], "empty")
+    assert "0 classes" in repr(empty)
+    ds = data.FewShotDataset(np.arange(6)[:, None], [0, 0, 1, 1, 2, 2], list("abc"), "abc")
+    # [0, 0] would put the same images under two labels, in the support and the query set.
+    with pytest.raises(ValueError, match=r"\[0\] are repeated"):
+        ds.subset([0, 0])
+    with pytest.raises(ValueError, match="out of range"):
+        ds.subset([3])
+    with pytest.raises(ValueError, match=">= 0"):
+        ds.subset([-1])
+    assert len(ds.subset([])) == 0 and "0 classes" in repr(ds.subset([]))
+    assert ds.subset(np.array([2, 0])).class_names == ["c", "a"]
 
 
 # ---------------------------------------------------------------------------- datasets and tasks

@@ -101,3 +101,25 @@ def test_real_omniglot_episode(omniglot_test):
     ep = sample_episode(omniglot_test, 20, 5, 15, seed=0)
     assert ep.support.shape == (100, 28, 28, 1) and ep.query.shape == (300, 28, 28, 1)
     assert len(set(ep.classes.tolist())) == 20
+
+
+@pytest.mark.parametrize("name", ["n_way", "k_shot", "n_query"])
+@pytest.mark.parametrize("bad", [True, False, 5.0, 2.5, None, float("nan"), float("inf"), "5",
+                                 np.float64(3.0), np.bool_(True)])
+def test_only_real_integers_are_accepted(name, bad):
+    # True and 5.0 used to get through the check and fail deep inside numpy; None, NaN and inf
+    # failed inside int(). Every one is now a TypeError that names the argument.
+    kwargs = dict(n_way=5, k_shot=1, n_query=2) | {name: bad}
+    with pytest.raises(TypeError, match=f"{name} must be an integer"):
+        sample_episode(toy(), **kwargs, seed=0)
+    with pytest.raises(TypeError, match=f"{name} must be an integer"):
+        EpisodeSampler(toy(), **kwargs)
+
+
+def test_numpy_integers_are_accepted_and_batch_is_checked():
+    ep = sample_episode(toy(), np.int64(5), np.int32(2), np.uint8(3), seed=0, batch=np.int64(2))
+    assert ep.support.shape == (2, 10, 1) and ep.query.shape == (2, 15, 1)
+    assert type(ep.n_way) is int
+    for bad, error in ((0, ValueError), (True, TypeError), (2.0, TypeError)):
+        with pytest.raises(error, match="batch must be"):
+            sample_episode(toy(), 5, 1, 1, seed=0, batch=bad)

@@ -1,8 +1,15 @@
-"""Chapter 1.1's checker: the reference passes, typical mistakes fail with the right message."""
+"""The checkers of chapters 1.1, 1.3 and 1.4: the reference passes, typical mistakes fail with
+the right message; the notebooks' reference solutions pass."""
+
+import json
+import re
+from pathlib import Path
 
 import numpy as np
 
-from mlbook_utils.exercises import check_episode_sampler, reference_episode_sampler
+from mlbook_utils.exercises import ch01_3, ch01_4, check_episode_sampler, reference_episode_sampler
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_reference_solution_passes():
@@ -79,3 +86,129 @@ def test_typical_mistakes_fail_with_the_right_message():
     check(global_random_state, "same seed gave different episodes")
     check(not_implemented, "raised NotImplementedError")
     check(lambda *a: None, "should return 4 things")
+
+
+# --------------------------------------------------------------------------------------------
+# Chapters 1.3 and 1.4: the one gradient-preprocessing checker, the cell-update checker, and the
+# reference solutions that the notebooks show
+# --------------------------------------------------------------------------------------------
+
+
+def reference_solutions(stem: str) -> dict:
+    """The functions that the notebook's hidden reference solutions define (its markdown's
+    ```python blocks after "Reference solution"), by name."""
+    nb = json.loads((ROOT / "chapters" / f"{stem}.ipynb").read_text(encoding="utf-8"))
+    text = "\n".join("".join(c["source"]) for c in nb["cells"] if c["cell_type"] == "markdown")
+    blocks = re.findall(r"<summary>Reference solution</summary>\s*```python\n(.*?)```", text,
+                        re.S)
+    namespace = {"np": np}
+    for block in blocks:
+        exec(block, namespace)  # noqa: S102 - the book's own reference solutions
+    return namespace
+
+
+def test_one_preprocessing_checker_for_both_chapters():
+    assert ch01_4.check_preprocess is ch01_3.check_preprocess
+    assert ch01_4.reference_preprocess is ch01_3.reference_preprocess
+    from mlbook_utils import exercises
+
+    assert exercises.check_preprocess is ch01_3.check_preprocess
+
+
+def test_the_notebooks_reference_solutions_pass():
+    sol = reference_solutions("01_3_learned_optimizer")
+    fb = ch01_3.check_preprocess(sol["my_preprocess"])
+    assert fb.passed, str(fb)
+    assert len(fb.passed_checks) == 4
+    sol = reference_solutions("01_4_lstm_meta_learner")
+    fb = ch01_4.check_cell_update(sol["my_cell_update"])
+    assert fb.passed, str(fb)
+    assert "my_preprocess" not in sol, "chapter 1.4 points to chapter 1.3's exercise"
+    # The variant of the safe logarithm that chapter 1.4 used to show passes the one checker too.
+
+    def where_variant(x, p=10.0):
+        x = np.asarray(x, dtype=np.float64)
+        big = np.abs(x) >= np.exp(-p)
+        first = np.where(big, np.log(np.where(big, np.abs(x), 1.0)) / p, -1.0)
+        return np.stack([first, np.where(big, np.sign(x), np.exp(p) * x)], axis=-1)
+
+    assert ch01_3.check_preprocess(where_variant).passed
+
+
+def test_the_notebooks_exercise_cells_use_the_checkers():
+    for stem, call in (("01_3_learned_optimizer", "check_preprocess(my_preprocess)"),
+                       ("01_4_lstm_meta_learner", "check_cell_update(my_cell_update)")):
+        nb = json.loads((ROOT / "chapters" / f"{stem}.ipynb").read_text(encoding="utf-8"))
+        code = [("".join(c["source"])) for c in nb["cells"] if c["cell_type"] == "code"]
+        assert any(call in c and "raise NotImplementedError" in c for c in code), stem
+
+
+def preprocess_mistake(kind):
+    ref = ch01_3.reference_preprocess
+
+    def fn(g, p=10.0):
+        g = np.asarray(g, dtype=np.float64)
+        out = ref(g, p)
+        big = np.abs(g) >= np.exp(-p)
+        if kind == "no division":
+            out[..., 0] = np.where(big, np.log(np.maximum(np.abs(g), np.exp(-p))), -1.0)
+        elif kind == "log10":
+            out[..., 0] = np.where(big, np.log10(np.maximum(np.abs(g), np.exp(-p))) / p, -1.0)
+        elif kind == "sign everywhere":
+            out[..., 1] = np.sign(g)
+        elif kind == "threshold 1":
+            out = ref(g, p)
+            small = np.abs(g) < 1.0
+            out[..., 1] = np.where(small, np.exp(p) * g, np.sign(g))
+        elif kind == "fixed p":
+            out = ref(g, 10.0)
+        elif kind == "flat":
+            out = out.reshape(-1)
+        elif kind == "transposed":
+            out = out.T
+        elif kind == "log of zero":
+            with np.errstate(divide="ignore", invalid="ignore"):
+                out[..., 0] = np.where(big, np.log(np.abs(g)) / p, np.log(np.abs(g)))
+        return out
+
+    return fn
+
+
+def test_preprocess_checker_catches_typical_mistakes():
+    expect = {
+        "no division": "without dividing by p",
+        "log10": "log10",
+        "sign everywhere": "exp(p) * g",
+        "threshold 1": "should be their sign",
+        "fixed p": "with p = 2",
+        "flat": "shape",
+        "transposed": "shape",
+        "log of zero": "inf or nan",
+    }
+    for kind, needle in expect.items():
+        fb = ch01_3.check_preprocess(preprocess_mistake(kind))
+        assert not fb.passed, kind
+        assert needle in fb.problem, (kind, fb.problem)
+
+    def stub(g, p=10.0):
+        raise NotImplementedError
+
+    fb = ch01_3.check_preprocess(stub)
+    assert not fb.passed and "NotImplementedError" in fb.problem
+
+
+def test_cell_update_checker_catches_typical_mistakes():
+    assert ch01_4.check_cell_update(ch01_4.reference_cell_update).passed
+    fb = ch01_4.check_cell_update(lambda th, g, i, f: f * th + i * g)
+    assert not fb.passed and "MINUS" in fb.hint
+    fb = ch01_4.check_cell_update(lambda th, g, i, f: i * th - f * g)
+    assert not fb.passed
+    fb = ch01_4.check_cell_update(lambda th, g, i, f: th - i * g)
+    assert not fb.passed and "forget gate" in fb.problem
+    fb = ch01_4.check_cell_update(lambda th, g, i, f: np.sum(f * th - i * g))
+    assert not fb.passed and "shape" in fb.problem
+
+    def stub(*args):
+        raise NotImplementedError
+
+    assert "NotImplementedError" in ch01_4.check_cell_update(stub).problem

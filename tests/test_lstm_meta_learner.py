@@ -1,5 +1,11 @@
-"""The LSTM meta-learner: preprocessing, the cell update, shapes, gradients, a tiny problem, and
-chapter 1.4's checkers."""
+"""The LSTM meta-learner: the shared preprocessing, the cell update, shapes, gradients, a tiny
+problem, the time budget of its training, chapter 1.4's settings and its experiment. (Chapter
+1.4's checkers are tested in test_exercises.py.)"""
+
+import json
+import time
+from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -8,8 +14,11 @@ keras = pytest.importorskip("keras")
 from keras import ops  # noqa: E402
 
 from mlbook_utils import lstm_meta_learner as lml  # noqa: E402
+from mlbook_utils import registry  # noqa: E402
 from mlbook_utils.autodiff import value_and_grad  # noqa: E402
-from mlbook_utils.exercises import ch01_4  # noqa: E402
+from mlbook_utils.exercises.ch01_3 import reference_preprocess  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def _np(x):
@@ -17,13 +26,14 @@ def _np(x):
 
 
 def test_preprocess_matches_reference_and_is_finite():
+    # The one preprocessing (test_learned_optimizer.py checks that both chapters call it).
     x = np.array([-3.0, -1e-3, 0.0, 1e-6, 2e-5, 0.5, 50.0], dtype=np.float32)
-    got = _np(lml.preprocess(x))
+    got = _np(lml.preprocess_gradient(x))
     assert got.shape == (7, 2)
-    np.testing.assert_allclose(got, ch01_4.reference_preprocess(x), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(got, reference_preprocess(x), rtol=1e-5, atol=1e-6)
     # The gradient of the preprocessing is finite at zero (no log(0) leak through where).
     xt = ops.convert_to_tensor(x)
-    _, (g,) = value_and_grad(lambda ps: ops.sum(lml.preprocess(ps[0])), [xt])
+    _, (g,) = value_and_grad(lambda ps: ops.sum(lml.preprocess_gradient(ps[0])), [xt])
     assert np.isfinite(_np(g)).all()
 
 
@@ -128,30 +138,89 @@ def test_finetuner_sgd_step_and_predictor():
         lml.FineTuner(spec, theta0, optimizer="rmsprop")
 
 
-def test_checkers_pass_references_and_fail_typical_mistakes():
-    assert ch01_4.check_cell_update(ch01_4.reference_cell_update).passed
-    fb = ch01_4.check_cell_update(lambda th, g, i, f: f * th + i * g)
-    assert not fb.passed and "MINUS" in fb.hint
-    fb = ch01_4.check_cell_update(lambda th, g, i, f: i * th - f * g)
-    assert not fb.passed
-    fb = ch01_4.check_cell_update(lambda th, g, i, f: th - i * g)
-    assert not fb.passed and "forget gate" in fb.problem
-    fb = ch01_4.check_cell_update(lambda th, g, i, f: np.sum(f * th - i * g))
-    assert not fb.passed and "shape" in fb.problem
+def test_fit_stops_at_its_time_budget():
+    rng = np.random.default_rng(0)
 
-    def stub(*args):
-        raise NotImplementedError
+    def sample(batch):
+        time.sleep(0.2)
+        return SimpleNamespace(
+            support=rng.uniform(size=(batch, 3, 28, 28, 1)).astype("float32"),
+            support_labels=np.tile(np.arange(3), (batch, 1)),
+            query=rng.uniform(size=(batch, 3, 28, 28, 1)).astype("float32"),
+            query_labels=np.tile(np.arange(3), (batch, 1)))
 
-    assert "NotImplementedError" in ch01_4.check_cell_update(stub).problem
+    model = lml.LSTMMetaLearner(n_way=3, filters=4, blocks=2, hidden=4, inner_steps=1)
+    model.fit(sample, 50, progress=False, time_budget_s=0.0)
+    assert model.train_episodes == 0 and model.history["loss"] == []
+    model.fit(sample, 50, progress=False, time_budget_s=0.3)  # the first step alone is longer
+    assert 1 <= model.train_episodes < 50
+    assert len(model.history["loss"]) == model.train_episodes
+    before = model.train_episodes
+    model.fit(sample, 2, progress=False)  # no budget: every episode
+    assert model.train_episodes == before + 2
 
-    assert ch01_4.check_preprocess(ch01_4.reference_preprocess).passed
-    no_div = lambda x, p=10.0: np.stack(  # noqa: E731
-        [np.where(np.abs(x) >= np.exp(-p), np.log(np.maximum(np.abs(x), 1e-30)), -1.0),
-         np.where(np.abs(x) >= np.exp(-p), np.sign(x), np.exp(p) * x)], -1)
-    fb = ch01_4.check_preprocess(no_div)
-    assert not fb.passed and "/ p" in fb.problem
-    fixed_p = lambda x, p=10.0: ch01_4.reference_preprocess(x, 10.0)  # noqa: E731
-    fb = ch01_4.check_preprocess(fixed_p)
-    assert not fb.passed and "p = 5" in fb.problem
-    fb = ch01_4.check_preprocess(lambda x, p=10.0: ch01_4.reference_preprocess(x, p).T)
-    assert not fb.passed and "shape" in fb.problem
+
+# --------------------------------------------------------------------------------------------
+# Chapter 1.4's settings and experiment
+# --------------------------------------------------------------------------------------------
+
+
+def test_settings_and_registration():
+    method = registry.get("lstm-meta-learner")
+    assert method.experiment is lml.experiment and method.settings is lml.SETTINGS
+    assert method.chapter == lml.CHAPTER == "01_4_lstm_meta_learner"
+    keys = set(lml.SETTINGS["quick"])
+    for scale in registry.SCALES:
+        s = lml.SETTINGS[scale]
+        assert set(s) == keys, scale
+        for common in registry.COMMON_KEYS:
+            assert method.key(common) in s, (scale, common)
+        assert {w for w, _ in s["tests"]} == {5}, "the chapter is 5-way"
+        for _, k_shot in s["tests"]:
+            assert lml.planned_episodes(s, k_shot) > 0, (scale, k_shot)
+    assert [k for _, k in lml.SETTINGS["quick"]["tests"]] == [1]  # quick: 1-shot only
+    s = registry.get("lstm-meta-learner").settings_for("quick", train_episodes=7)
+    assert lml.planned_episodes(s, 1) == lml.planned_episodes(s, 5) == 7  # --train-episodes
+    with pytest.raises(ValueError, match="20-shot"):
+        lml.planned_episodes(lml.SETTINGS["cpu"], 20)
+
+
+def test_notebook_reads_its_numbers_from_the_settings():
+    nb = json.loads((ROOT / "chapters" / f"{lml.CHAPTER}.ipynb").read_text(encoding="utf-8"))
+    code = "\n".join("".join(c["source"]) for c in nb["cells"] if c["cell_type"] == "code")
+    assert "by_scale" not in code, "the chapter restates a number of the settings"
+    assert "S = lml.SETTINGS[config.scale()]" in code and "lml.experiment(S, " in code
+    assert "registry.settings_table(lml.SETTINGS)" in code
+    assert "inspect.getsource(lml.preprocess_gradient)" in code
+
+
+def test_experiment_at_quick_scale(monkeypatch, tmp_path):
+    from mlbook_utils import data, evaluation
+
+    monkeypatch.setenv("MLBOOK_SCALE", "quick")
+    monkeypatch.setenv("MLBOOK_RESULTS", str(tmp_path))
+    # 8 classes of 20 noisy copies of a random image: the data never matter here, and no
+    # Omniglot split has to be decoded (the notebook passes its loaded splits the same way).
+    rng = np.random.default_rng(0)
+    protos = rng.uniform(size=(8, 1, 28, 28, 1))
+    x = (protos + 0.1 * rng.normal(size=(8, 20, 28, 28, 1))).reshape(-1, 28, 28, 1)
+    small = data.FewShotDataset(x.astype("float32"), np.repeat(np.arange(8), 20),
+                                [str(c) for c in range(8)], "synthetic")
+    settings = registry.get("lstm-meta-learner").settings_for(
+        "quick", train_episodes=2, test_episodes=3, inner_steps=1, filters=4, blocks=2,
+        hidden=4)
+    out = lml.experiment(settings, data={"train": small, "test": small}, runner="test",
+                         progress=False)
+    assert [(r["method"], r["dataset"], r["n_way"], r["k_shot"]) for r in out.records] == [
+        ("LSTM meta-learner", "omniglot-vinyals-test", 5, 1)]
+    assert evaluation.read_records(lml.CHAPTER, folder=tmp_path) == out.records
+    r = out.records[0]
+    assert r["metric"] == "accuracy" and 0 <= r["value"] <= 100 and r["episodes"] == 3
+    assert r["train_episodes"] == r["train_episodes_planned"] == 2 and r["inner_steps"] == 1
+    assert (r["train_way"], r["train_shot"], r["train_query"]) == (5, 1, 15)
+    assert r["scale"] == "quick" and r["runner"] == "test" and r["peak_host_mib"] > 0
+    model = out.models[5, 1]
+    assert isinstance(model, lml.LSTMMetaLearner) and model.spec.filters == 4
+    assert out.histories[5, 1]["episodes"] == 2 and len(out.histories[5, 1]["loss"]) == 2
+    assert out.results["LSTM meta-learner", 5, 1].accuracy == pytest.approx(r["value"],
+                                                                            abs=1e-3)

@@ -65,10 +65,11 @@ def _toy_dataset(n_classes=12, per_class=6, seed=0):
 def test_training_lowers_the_loss_on_a_tiny_problem():
     keras.utils.set_random_seed(0)
     ds = _toy_dataset()
-    model = metric.compile_model(metric.PrototypicalNetwork(models.conv4_embedding(filters=8)),
+    net = metric.PrototypicalNetwork(models.conv4_embedding(filters=8))
+    model = metric.compile_model(metric.IndexedEpisodes(net, metric.image_store(ds.x)),
                                  learning_rate=3e-3)
-    hist = metric.train(model, ds, n_way=4, k_shot=1, n_query=3, episodes=40, chunk=20,
-                        meta_batch_size=2, progress=False)
+    hist = metric.train_indexed(model, ds, n_way=4, k_shot=1, n_query=3, episodes=40, chunk=20,
+                                meta_batch_size=2, progress=False)
     assert hist["episodes"] == 40 and len(hist["loss"]) == 20
     assert hist["loss"][-5:].mean() < hist["loss"][:5].mean()
     assert hist["episodes_per_s"] > 0
@@ -260,3 +261,19 @@ def test_train_indexed_stops_on_its_time_budget():
                                    embedding=models.conv4_embedding(filters=8))
     assert 0 < log["episodes"] < 100000 and log["wall_s"] < 30
     assert len(log["episode"]) == log["episodes"]
+
+
+def test_indexed_episodes_feed_the_same_episode_as_arrays():
+    """IndexedEpisodes gathers support and query class-major with the matching one-hot labels:
+    its scores equal the wrapped model's scores on the same episode given as image arrays."""
+    ds = _toy_dataset(per_class=6)
+    net = metric.PrototypicalNetwork(models.conv4_embedding(filters=8))
+    fed = metric.IndexedEpisodes(net, metric.image_store(ds.x))
+    (s_idx, q_idx), labels = metric.index_batches(ds, 3, 2, 2, np.random.default_rng(0), 2)
+    scores = np.asarray(fed((s_idx, q_idx), training=False))
+    support = ds.x[s_idx.reshape(2, -1)]
+    query = ds.x[q_idx.reshape(2, -1)]
+    onehot = metric.onehot(np.repeat(np.arange(3), 2)[None].repeat(2, 0), 3)
+    direct = np.asarray(net((support, onehot, query), training=False))
+    np.testing.assert_allclose(scores, direct, rtol=1e-4, atol=1e-4)
+    assert (scores.argmax(-1) == labels).mean() > 1 / 3  # the toy classes are easy

@@ -111,14 +111,16 @@ def _toy_dataset(n_classes=12, per_class=6, seed=0):
 def test_training_lowers_the_loss_on_a_tiny_problem(kind):
     keras.utils.set_random_seed(0)
     ds = _toy_dataset()
+    store = metric.image_store(ds.x)
     if kind == "relation":
-        model = rm.compile_relation(
-            rm.RelationNetwork(rm.relation_embedding(filters=8), filters=8), 3e-3)
+        model = rm.compile_relation(metric.IndexedEpisodes(
+            rm.RelationNetwork(rm.relation_embedding(filters=8), filters=8), store), 3e-3)
     else:
-        model = rm.compile_matching(
-            rm.MatchingNetwork(models.conv4_embedding(filters=8), fce=True, steps=2), 3e-3)
-    hist = metric.train(model, ds, n_way=4, k_shot=1, n_query=3, episodes=40, chunk=20,
-                        meta_batch_size=2, progress=False)
+        model = rm.compile_matching(metric.IndexedEpisodes(
+            rm.MatchingNetwork(models.conv4_embedding(filters=8), fce=True, steps=2), store),
+            3e-3)
+    hist = metric.train_indexed(model, ds, n_way=4, k_shot=1, n_query=3, episodes=40, chunk=20,
+                                meta_batch_size=2, progress=False)
     assert hist["loss"][-5:].mean() < hist["loss"][:5].mean()
 
 
@@ -164,3 +166,25 @@ def test_checker_catches_returning_the_attention_and_stubs():
 
     fb = ch04_1.check_matching_probs(stub)
     assert not fb.passed and "NotImplementedError" in fb.problem
+
+
+def test_full_scale_relation_network_uses_the_papers_recipe():
+    """Sung et al.'s Omniglot code: 5-way 1-shot episodes with 19 queries per class, Adam at
+    1e-3 halved every 100,000 episodes, gradient norm clipped at 0.5, 1,000,000 episodes."""
+    s = rm.RELATION_SETTINGS["full"]
+    assert (s["train_way"], s["train_shot"], s["train_query"]) == (5, 1, 19)
+    assert (s["learning_rate"], s["lr_schedule"], s["decay_every"]) == (1e-3, "halving", 100_000)
+    assert s["global_clipnorm"] == 0.5 and s["train_episodes"] == 1_000_000
+
+
+def test_the_halving_recipe_halves_the_rate_in_the_one_loop():
+    ds = _toy_dataset()
+    s = dict(rm.RELATION_SETTINGS["quick"], filters=8, train_way=4, train_query=3,
+             train_episodes=6, lr_schedule="halving", learning_rate=1e-3, decay_every=2,
+             global_clipnorm=0.5)
+    model = rm.build(s, ds.x.shape[1:])
+    hist = rm.train(model, ds, s, progress=False)
+    assert hist["episodes"] == 6
+    np.testing.assert_allclose(hist["learning_rate"], [1e-3, 1e-3, 5e-4, 5e-4, 2.5e-4, 2.5e-4])
+    with pytest.raises(ValueError, match="lr_schedule"):
+        rm.train(model, ds, dict(s, lr_schedule="step"), progress=False)

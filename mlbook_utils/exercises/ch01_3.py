@@ -1,4 +1,9 @@
-"""Chapter 1.3: write the learned optimizer's gradient preprocessing."""
+"""Chapter 1.3: write the learned optimizer's gradient preprocessing.
+
+This is the book's one checker of Andrychowicz et al.'s preprocessing: chapter 1.4's LSTM
+meta-learner uses the same function (``mlbook_utils.gradient_preprocessing``), and its exercise
+module re-exports this checker rather than keeping a second one.
+"""
 
 from __future__ import annotations
 
