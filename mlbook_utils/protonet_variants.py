@@ -19,6 +19,10 @@ weight::
     p~_c = (sum_i z_i [y_i = c] + sum_j w_jc u_j) / (sum_i [y_i = c] + sum_j w_jc)
 
 Here it is applied at evaluation time to a trained protonet's embedding (no separate training).
+
+Chapter 3.1's two variant experiments live here too, with their settings by scale:
+``ABLATION_SETTINGS`` / :func:`ablation_experiment` (Euclidean, cosine and Gaussian protonets at
+one short budget) and ``SEMI_SETTINGS`` / :func:`semisupervised_experiment`.
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ import time
 
 import numpy as np
 
-from . import metric
+from . import metric, registry
 from .data import FewShotDataset
 from .evaluation import EvalResult, mean_ci95
 
@@ -219,3 +223,109 @@ def evaluate_semisupervised(z_all: np.ndarray, dataset: FewShotDataset, n_way, k
         mean, ci = mean_ci95(a)
         out[name] = EvalResult(mean, ci, episodes, n_way, k_shot, wall, a)
     return out
+
+
+# --------------------------------------------------------------------------------------------
+# Chapter 3.1's variant experiments
+# --------------------------------------------------------------------------------------------
+
+VARIANT_NAMES = {"euclidean": "protonet, squared Euclidean", "cosine": "protonet, cosine",
+                 "gaussian": "Gaussian protonet"}
+
+#: The ablation: every variant trained from the same seed on the same short budget
+#: (``metric.ABLATION_SETTINGS``: the protonet's settings with fewer episodes), then tested on
+#: three settings.
+ABLATION_SETTINGS = {
+    scale: dict(metric.ABLATION_SETTINGS[scale], variants=tuple(VARIANT_NAMES),
+                tests=((5, 1), (5, 5), (20, 1)), variant_seed=1)
+    for scale in registry.SCALES
+}
+
+#: Semi-supervised episodes, scored with the main protonet's embedding: ``semi_query`` queries,
+#: ``semi_unlabeled`` unlabeled examples per class, and 0 or 5 distractor classes
+#: (``semi_distractors``), in 5-way episodes of each shot of ``tests``. The base network, when
+#: the experiment trains it itself (the runner), has the protonet's settings.
+SEMI_SETTINGS = {
+    scale: dict(metric.SETTINGS[scale], tests=((5, 1), (5, 5)), semi_query=10,
+                semi_unlabeled=5, semi_distractors=(0, 5))
+    for scale in registry.SCALES
+}
+
+
+@registry.register("protonet-ablation", chapter=metric.CHAPTER_3_1, settings=ABLATION_SETTINGS,
+                   aliases={"train_episodes": "episodes"},
+                   describe="Euclidean vs cosine vs Gaussian protonets at one short budget")
+def ablation_experiment(settings: dict, *, tests=None, data=None, runner=None,
+                        progress=True) -> registry.Outcome:
+    """Train each of ``settings["variants"]`` (each after ``config.seed_everything(
+    variant_seed)``, with the same episodes) and test it; outcome keyed by variant."""
+    from . import config
+
+    s = settings
+    train = metric._omniglot(data, "train")
+    test_set, dataset_name = metric.eval_set(metric._omniglot(data, "test"), s)
+    out = registry.Outcome(settings=s)
+    for variant in s["variants"]:
+        config.seed_everything(s["variant_seed"])
+        if variant == "gaussian":
+            model, log = train_gaussian_protonet(train, s, progress=progress)
+            predict = make_gaussian_predictor(model.embedding, test_set)
+        else:
+            model, log = metric.train_protonet(train, dict(s, distance=variant),
+                                               progress=progress)
+            predict = metric.make_predictor(model.embedding, test_set, distance=variant)
+        out.models[variant], out.histories[variant] = model, log
+        if runner:
+            print(f"{variant}: {log['episodes']} episodes in {log['wall_s']:.0f} s")
+        registry.test_and_record(
+            out, f"{VARIANT_NAMES[variant]} (ablation budget)", predict, test_set, s,
+            chapter=metric.CHAPTER_3_1, dataset_name=dataset_name, tests=tests, runner=runner,
+            progress=progress,
+            **registry.train_fields(log, way=s["n_way"], shot=s["k_shot"], query=s["n_query"],
+                                    planned=s["episodes"], budget=s["time_budget_s"]))
+    return out
+
+
+@registry.register("protonet-semisupervised", chapter=metric.CHAPTER_3_1,
+                   settings=SEMI_SETTINGS, aliases={"train_episodes": "episodes"},
+                   describe="plain vs soft k-means prototypes on semi-supervised episodes")
+def semisupervised_experiment(settings: dict, *, tests=None, data=None, runner=None,
+                              progress=True, embedding=None,
+                              base_log: dict | None = None) -> registry.Outcome:
+    """Score plain and soft-k-means-refined prototypes (:func:`evaluate_semisupervised`) on
+    5-way semi-supervised test episodes, with and without distractor classes. ``embedding``:
+    the trained protonet's embedding (the chapter passes its own, with its training log
+    ``base_log``); without it, one is trained first with the protonet's settings. Results are
+    keyed ``(name, k_shot, n_distractors)``."""
+    s = settings
+    test_set, dataset_name = metric.eval_set(metric._omniglot(data, "test"), s)
+    if embedding is None:
+        val = None if s["trainval"] else metric._omniglot(data, "val")
+        train = metric._omniglot(data, "trainval" if s["trainval"] else "train")
+        embedding, base_log = metric.train_with_checkpoints(train, s, val, None, progress)
+    z_all = metric.make_predictor(embedding, test_set).cache.z  # every test image, embedded once
+    fields = {} if base_log is None else registry.train_fields(
+        base_log, way=s["n_way"], shot=s["k_shot"], query=s["n_query"])
+    out = registry.Outcome(settings=s, models={"base": embedding})
+    for n_way, k_shot in tests or s["tests"]:
+        for n_distractors in s["semi_distractors"]:
+            res = evaluate_semisupervised(
+                z_all, test_set, n_way, k_shot, n_query=s["semi_query"],
+                n_unlabeled=s["semi_unlabeled"], n_distractors=n_distractors,
+                episodes=s["test_episodes"], seed=s["test_seed"])
+            for name, r in res.items():
+                out.results[name, k_shot, n_distractors] = r
+                out.records.append(evaluation_record(
+                    f"protonet + {name} prototypes (semi-supervised episodes)", dataset_name, r,
+                    n_query=s["semi_query"], n_unlabeled=s["semi_unlabeled"],
+                    n_distractors=n_distractors, refinement="evaluation time only", **fields,
+                    **registry.run_fields(runner)))
+                if runner:
+                    print(f"{name}, {k_shot}-shot, {n_distractors} distractor classes: {r}")
+    return out
+
+
+def evaluation_record(method, dataset_name, result, **extra) -> dict:
+    from .evaluation import record_result
+
+    return record_result(metric.CHAPTER_3_1, method, dataset_name, result, **extra)

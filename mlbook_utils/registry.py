@@ -41,6 +41,7 @@ METHOD_MODULES = (
     "learned_optimizer",  # 1.3
     "lstm_meta_learner",  # 1.4
     "siamese",  # 2.1
+    "protonet_variants",  # 3.1's ablation and semi-supervised prototypes
     "relation_matching",  # 4.1
 )
 

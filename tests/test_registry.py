@@ -24,7 +24,7 @@ def test_importing_the_runner_imports_no_method_module():
 
 def test_every_method_has_settings_for_every_scale_and_a_chapter():
     methods = registry.methods()
-    assert len(methods) >= 9
+    assert len(methods) >= 11
     for name, m in methods.items():
         assert set(m.settings) >= set(registry.SCALES), name
         assert (ROOT / "chapters" / f"{m.chapter}.ipynb").exists(), (name, m.chapter)
@@ -60,7 +60,8 @@ def test_each_chapter_calls_its_methods_experiment_and_restates_no_setting():
                     (chapter, m.name, key)
 
 
-@pytest.mark.parametrize("name", ["pixel-nn", "metric-space", "relation", "matching"])
+@pytest.mark.parametrize("name", ["pixel-nn", "metric-space", "relation", "matching",
+                                  "protonet-ablation", "protonet-semisupervised"])
 def test_the_runner_runs_a_method_end_to_end(name, data_dir, tmp_path, monkeypatch):
     pytest.importorskip("keras")
     monkeypatch.setenv("MLBOOK_RESULTS", str(tmp_path))

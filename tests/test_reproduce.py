@@ -11,7 +11,8 @@ def test_list_shows_every_method_of_chapters_1_to_4(capsys):
     assert reproduce.main(["--list"]) == 0
     out = capsys.readouterr().out
     for name in ("pixel-nn", "metric-space", "learned-optimizer", "lstm-meta-learner",
-                 "siamese", "protonet", "relation", "matching", "matching-no-fce"):
+                 "siamese", "protonet", "protonet-ablation", "protonet-semisupervised",
+                 "relation", "matching", "matching-no-fce"):
         assert f"  {name} " in out, name
     assert "protonet full:" in out
 
