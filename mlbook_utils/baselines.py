@@ -63,8 +63,7 @@ def experiment(settings: dict, *, tests=None, data=None, runner=None, progress=T
     """Both pixel-space baselines on the Omniglot test classes (Vinyals split), every test
     setting, the book's test episodes; one record per baseline and setting. ``data``: a dict
     with the ``"test"`` dataset when the caller has it loaded already."""
-    from . import data as data_module
-    test = registry.given(data, "test", lambda: data_module.load_omniglot("test"))
+    test = registry.omniglot(data, "test")
     out = registry.Outcome(settings=settings)
     for name, fn in BASELINES.items():
         registry.test_and_record(out, name, fn, test, settings, chapter=CHAPTER,

@@ -486,13 +486,11 @@ def experiment(settings: dict, *, tests=None, data=None, runner=None,
     and ``histories`` (loss and accuracy per meta step, episodes, wall time) are keyed by
     ``(n_way, k_shot)``."""
     from . import config, episodes
-    from . import data as data_module
 
     s = settings
     tests = list(tests or s["tests"])
     config.seed_everything(0)
-    train = registry.given(data, "train", lambda: data_module.load_omniglot("train"))
-    test = registry.given(data, "test", lambda: data_module.load_omniglot("test"))
+    train, test = registry.omniglot(data, "train"), registry.omniglot(data, "test")
     out = registry.Outcome(settings=s)
     for n_way, k_shot in tests:
         planned = planned_episodes(s, k_shot)

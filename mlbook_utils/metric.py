@@ -771,12 +771,6 @@ METRIC_SPACE_SETTINGS = {
 }
 
 
-def _omniglot(data, split):
-    from . import data as data_module
-
-    return registry.given(data, split, lambda: data_module.load_omniglot(split))
-
-
 @registry.register("metric-space", chapter=CHAPTER_1_2, settings=METRIC_SPACE_SETTINGS,
                    describe="chapter 1.2's learned metric: a conv-4 protonet, constant-rate Adam")
 def metric_space_experiment(settings: dict, *, tests=None, data=None, model=None, runner=None,
@@ -789,7 +783,7 @@ def metric_space_experiment(settings: dict, *, tests=None, data=None, model=None
     from . import config, models
 
     s = settings
-    train, test = _omniglot(data, "train"), _omniglot(data, "test")
+    train, test = registry.omniglot(data, "train"), registry.omniglot(data, "test")
     name = "prototypical network (learned metric)"
     if model is None:
         config.seed_everything(0)
@@ -841,9 +835,9 @@ def protonet_experiment(settings: dict, *, tests=None, data=None, runner=None,
 
     s = settings
     split = "trainval" if s["trainval"] else "train"
-    train = _omniglot(data, split)
-    val = None if s["trainval"] else _omniglot(data, "val")
-    test_set, dataset_name = eval_set(_omniglot(data, "test"), s)
+    train = registry.omniglot(data, split)
+    val = None if s["trainval"] else registry.omniglot(data, "val")
+    test_set, dataset_name = eval_set(registry.omniglot(data, "test"), s)
     tests = list(tests or s["tests"])
     shots = sorted({k for _, k in tests}) if s["matched_shot"] else [s["k_shot"]]
     name = "prototypical network (Euclidean)"

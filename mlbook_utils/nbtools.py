@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import datetime as _dt
 import hashlib
+import json
 import os
 import sys
 import time
@@ -29,6 +30,12 @@ def code_sha256(nb) -> str:
             src = cell.source if isinstance(cell.source, str) else "".join(cell.source)
             parts.append("\n".join(line.rstrip() for line in src.strip().splitlines()))
     return hashlib.sha256("\n# -- cell --\n".join(parts).encode()).hexdigest()
+
+
+def code_source(path: str | Path) -> str:
+    """The source of a notebook's code cells, joined in order (what its tests read)."""
+    nb = json.loads(Path(path).read_text(encoding="utf-8"))
+    return "\n".join("".join(c["source"]) for c in nb["cells"] if c["cell_type"] == "code")
 
 
 def problems(path: str | Path) -> list[str]:

@@ -262,8 +262,8 @@ def ablation_experiment(settings: dict, *, tests=None, data=None, runner=None,
     from . import config
 
     s = settings
-    train = metric._omniglot(data, "train")
-    test_set, dataset_name = metric.eval_set(metric._omniglot(data, "test"), s)
+    train = registry.omniglot(data, "train")
+    test_set, dataset_name = metric.eval_set(registry.omniglot(data, "test"), s)
     out = registry.Outcome(settings=s)
     for variant in s["variants"]:
         config.seed_everything(s["variant_seed"])
@@ -297,11 +297,13 @@ def semisupervised_experiment(settings: dict, *, tests=None, data=None, runner=N
     the trained protonet's embedding (the chapter passes its own, with its training log
     ``base_log``); without it, one is trained first with the protonet's settings. Results are
     keyed ``(name, k_shot, n_distractors)``."""
+    from .evaluation import record_result
+
     s = settings
-    test_set, dataset_name = metric.eval_set(metric._omniglot(data, "test"), s)
+    test_set, dataset_name = metric.eval_set(registry.omniglot(data, "test"), s)
     if embedding is None:
-        val = None if s["trainval"] else metric._omniglot(data, "val")
-        train = metric._omniglot(data, "trainval" if s["trainval"] else "train")
+        val = None if s["trainval"] else registry.omniglot(data, "val")
+        train = registry.omniglot(data, "trainval" if s["trainval"] else "train")
         embedding, base_log = metric.train_with_checkpoints(train, s, val, None, progress)
     z_all = metric.make_predictor(embedding, test_set).cache.z  # every test image, embedded once
     fields = {} if base_log is None else registry.train_fields(
@@ -315,7 +317,8 @@ def semisupervised_experiment(settings: dict, *, tests=None, data=None, runner=N
                 episodes=s["test_episodes"], seed=s["test_seed"])
             for name, r in res.items():
                 out.results[name, k_shot, n_distractors] = r
-                out.records.append(evaluation_record(
+                out.records.append(record_result(
+                    metric.CHAPTER_3_1,
                     f"protonet + {name} prototypes (semi-supervised episodes)", dataset_name, r,
                     n_query=s["semi_query"], n_unlabeled=s["semi_unlabeled"],
                     n_distractors=n_distractors, refinement="evaluation time only", **fields,
@@ -323,9 +326,3 @@ def semisupervised_experiment(settings: dict, *, tests=None, data=None, runner=N
                 if runner:
                     print(f"{name}, {k_shot}-shot, {n_distractors} distractor classes: {r}")
     return out
-
-
-def evaluation_record(method, dataset_name, result, **extra) -> dict:
-    from .evaluation import record_result
-
-    return record_result(metric.CHAPTER_3_1, method, dataset_name, result, **extra)

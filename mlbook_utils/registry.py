@@ -196,6 +196,14 @@ def train_fields(hist: dict, *, way: int | None = None, shot: int | None = None,
     return out
 
 
+def omniglot(data: Mapping | None, split: str):
+    """The Omniglot split ``split``: ``data[split]`` when the caller passed it, else
+    ``data.load_omniglot(split)``. Every experiment on Omniglot gets its splits this way."""
+    from .data import load_omniglot
+
+    return given(data, split, lambda: load_omniglot(split))
+
+
 def peak_memory() -> dict:
     """Peak host memory of this process (MiB) and, on a JAX GPU, peak device memory (MiB);
     ``concurrent_runs`` when ``MLBOOK_CONCURRENT_RUNS`` says how many runs shared the device."""

@@ -457,8 +457,8 @@ def _experiment(settings: dict, *, tests=None, data=None, model=None, runner=Non
 
     s = settings
     name = NAMES[s["model"]]
-    train_set = metric._omniglot(data, "train")
-    test_set, dataset_name = metric.eval_set(metric._omniglot(data, "test"), s)
+    train_set = registry.omniglot(data, "train")
+    test_set, dataset_name = metric.eval_set(registry.omniglot(data, "test"), s)
     model = model if model is not None else build(s, train_set.x.shape[1:])
     hist = train(model, train_set, s, progress)
     if runner:

@@ -1,7 +1,6 @@
 """The learned optimizer: the one gradient preprocessing (shared with chapter 1.4), LSTM shapes,
 baselines, meta-training and its time budget, chapter 1.3's settings and its experiment."""
 
-import json
 from argparse import Namespace
 from pathlib import Path
 
@@ -10,7 +9,7 @@ import pytest
 
 keras = pytest.importorskip("keras")
 
-from mlbook_utils import gradient_preprocessing, registry  # noqa: E402
+from mlbook_utils import gradient_preprocessing, nbtools, registry  # noqa: E402
 from mlbook_utils import learned_optimizer as lo  # noqa: E402
 from mlbook_utils import lstm_meta_learner as lml  # noqa: E402
 from mlbook_utils.exercises.ch01_3 import reference_preprocess  # noqa: E402
@@ -141,11 +140,6 @@ def test_meta_train_stops_at_its_time_budget():
 # --------------------------------------------------------------------------------------------
 
 
-def _notebook_code(stem: str) -> str:
-    nb = json.loads((ROOT / "chapters" / f"{stem}.ipynb").read_text(encoding="utf-8"))
-    return "\n".join("".join(c["source"]) for c in nb["cells"] if c["cell_type"] == "code")
-
-
 def test_settings_and_registration():
     method = registry.get("learned-optimizer")
     assert method.experiment is lo.experiment and method.settings is lo.SETTINGS
@@ -170,7 +164,7 @@ def test_settings_and_registration():
 
 
 def test_notebook_reads_its_numbers_from_the_settings():
-    code = _notebook_code(lo.CHAPTER)
+    code = nbtools.code_source(ROOT / "chapters" / f"{lo.CHAPTER}.ipynb")
     assert "by_scale" not in code, "the chapter restates a number of the settings"
     assert "S = lo.SETTINGS[config.scale()]" in code and "lo.experiment(S)" in code
     assert "registry.settings_table(lo.SETTINGS)" in code

@@ -2,7 +2,6 @@
 problem, the time budget of its training, chapter 1.4's settings and its experiment. (Chapter
 1.4's checkers are tested in test_exercises.py.)"""
 
-import json
 import time
 from pathlib import Path
 from types import SimpleNamespace
@@ -14,7 +13,7 @@ keras = pytest.importorskip("keras")
 from keras import ops  # noqa: E402
 
 from mlbook_utils import lstm_meta_learner as lml  # noqa: E402
-from mlbook_utils import registry  # noqa: E402
+from mlbook_utils import nbtools, registry  # noqa: E402
 from mlbook_utils.autodiff import value_and_grad  # noqa: E402
 from mlbook_utils.exercises.ch01_3 import reference_preprocess  # noqa: E402
 
@@ -186,8 +185,7 @@ def test_settings_and_registration():
 
 
 def test_notebook_reads_its_numbers_from_the_settings():
-    nb = json.loads((ROOT / "chapters" / f"{lml.CHAPTER}.ipynb").read_text(encoding="utf-8"))
-    code = "\n".join("".join(c["source"]) for c in nb["cells"] if c["cell_type"] == "code")
+    code = nbtools.code_source(ROOT / "chapters" / f"{lml.CHAPTER}.ipynb")
     assert "by_scale" not in code, "the chapter restates a number of the settings"
     assert "S = lml.SETTINGS[config.scale()]" in code and "lml.experiment(S, " in code
     assert "registry.settings_table(lml.SETTINGS)" in code

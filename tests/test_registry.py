@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from mlbook_utils import registry, reproduce
+from mlbook_utils import nbtools, registry, reproduce
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -45,8 +45,7 @@ def test_each_chapter_calls_its_methods_experiment_and_restates_no_setting():
     for m in registry.methods().values():
         by_chapter.setdefault(m.chapter, []).append(m)
     for chapter, methods in by_chapter.items():
-        nb = json.loads((ROOT / "chapters" / f"{chapter}.ipynb").read_text())
-        code = "\n".join("".join(c["source"]) for c in nb["cells"] if c["cell_type"] == "code")
+        code = nbtools.code_source(ROOT / "chapters" / f"{chapter}.ipynb")
         assert "experiment(" in code, chapter
         for m in methods:
             for key, value in m.settings["cpu"].items():
