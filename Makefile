@@ -1,7 +1,8 @@
 # Two commands do all set-up on a fresh Linux machine with Python 3.11 (see README.md):
 #   make book   build the HTML book into _build/html (needs no data and no GPU)
-#   make test   run every test: unit tests, the installed wheel outside the repository, notebooks
-#               at quick scale, freshness, strict book build
+#   make test   run every test: unit tests (on TensorFlow, then on JAX in .venv-jax), the
+#               installed wheel outside the repository, notebooks at quick scale, freshness,
+#               strict book build
 SHELL := /bin/bash
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV ?= .venv
@@ -28,7 +29,7 @@ book: $(BIN)/.installed
 	@echo "Open _build/html/index.html"
 
 test: $(BIN)/.installed
-	$(MAKE) --no-print-directory lint unit wheel-check notebooks strict-book browser
+	$(MAKE) --no-print-directory lint unit test-jax wheel-check notebooks strict-book browser
 
 lint: $(BIN)/.installed
 	$(BIN)/ruff check mlbook_utils tests chapters $(wildcard scripts)

@@ -43,6 +43,7 @@ METHOD_MODULES = (
     "siamese",  # 2.1
     "protonet_variants",  # 3.1's ablation and semi-supervised prototypes
     "relation_matching",  # 4.1
+    "maml",  # 6.1 MAML, first-order MAML, ANIL, CAML, ADML (sinusoid and Omniglot)
 )
 
 #: Settings keys with a meaning shared by every method; the runner's command-line flags map
@@ -61,6 +62,9 @@ class Method:
     settings: Mapping[str, dict]
     experiment: Callable[..., Outcome]
     aliases: Mapping[str, str] = field(default_factory=dict)
+    #: ``"tasks"``: the runner calls :func:`config.task_parallel_threads` before TensorFlow
+    #: starts (the meta-batch's tasks run side by side on a CPU).
+    threads: str | None = None
 
     def key(self, common: str) -> str:
         """The settings key that holds the common quantity ``common`` for this method."""
@@ -93,7 +97,7 @@ _METHODS: dict[str, Method] = {}
 
 
 def register(name: str, *, chapter: str, describe: str, settings: Mapping[str, dict],
-             aliases: Mapping[str, str] | None = None):
+             aliases: Mapping[str, str] | None = None, threads: str | None = None):
     """Decorator: register ``experiment`` as the runner method ``name``."""
     missing = [s for s in SCALES if s not in settings]
     if missing:
@@ -105,7 +109,7 @@ def register(name: str, *, chapter: str, describe: str, settings: Mapping[str, d
             raise ValueError(f"method {name!r} is registered twice: {old.experiment.__module__} "
                              f"and {experiment.__module__}")
         _METHODS[name] = Method(name, chapter, describe, settings, experiment,
-                                dict(aliases or {}))
+                                dict(aliases or {}), threads)
         return experiment
 
     return decorate

@@ -138,6 +138,8 @@ def main(argv: list[str] | None = None) -> int:
         os.environ["MLBOOK_SCALE"] = args.scale
     from . import config
 
+    if registry.get(args.method).threads == "tasks":
+        print(config.task_parallel_threads())
     args.scale = config.scale()
     print(config.device_report())
     start = time.perf_counter()

@@ -80,7 +80,7 @@ _STATIC_JS = """
     var f = frames[w + "," + k];
     root.querySelectorAll("img.mlx-frame").forEach(function (img, i) {
       img.src = f[i];
-      img.alt = img.dataset.what + " for " + w + "-way " + k + "-shot";
+      img.alt = img.dataset.what + " for %(n0)s " + w + ", %(n1)s " + k;
     });
   }
   wayInput.addEventListener("input", update);
@@ -91,11 +91,13 @@ _STATIC_JS = """
 
 
 def static_explorer(frames: dict, n_ways, k_shots, *, what=("episode",), start=None,
-                    caption: str = ""):
+                    caption: str = "", names=("n_way", "k_shot")):
     """HTML with n_way and k_shot range controls that swap precomputed images.
 
     ``frames[(n_way, k_shot)]`` is a list of matplotlib figures (or PNG data URIs), one per
-    image shown. It needs no kernel and no widget JavaScript, so it works in the static HTML
+    image shown. ``names`` labels the two controls (they can stand for any two settings, such
+    as a task and a number of steps). It needs no kernel and no widget JavaScript, so it works
+    in the static HTML
     book, offline, as well as in Jupyter and Colab.
     """
     import html
@@ -119,10 +121,11 @@ def static_explorer(frames: dict, n_ways, k_shots, *, what=("episode",), start=N
         f'<label style="margin-right:2em">{name} = <b class="mlx-{cls}-value">{vals[i0]}</b> '
         f'<input type="range" class="mlx-{cls}" min="0" max="{len(vals) - 1}" step="1" '
         f'value="{i0}" aria-label="{name}"></label>'
-        for name, cls, vals, i0 in (("n_way", "n-way", n_ways, n_ways.index(w0)),
-                                    ("k_shot", "k-shot", k_shots, k_shots.index(k0)))
+        for name, cls, vals, i0 in ((names[0], "n-way", n_ways, n_ways.index(w0)),
+                                    (names[1], "k-shot", k_shots, k_shots.index(k0)))
     )
-    js = _STATIC_JS % {"uid": uid, "ways": json.dumps(n_ways), "shots": json.dumps(k_shots)}
+    js = _STATIC_JS % {"uid": uid, "ways": json.dumps(n_ways), "shots": json.dumps(k_shots),
+                       "n0": html.escape(names[0]), "n1": html.escape(names[1])}
     body = (
         f'<div id="{uid}" class="mlbook-static-explorer">'
         f"<div>{sliders}</div><div>{imgs}</div>"

@@ -1,3 +1,5 @@
+import os
+
 import numpy as np
 import pytest
 
@@ -47,3 +49,21 @@ def test_seed_everything_reproduces_numpy_and_keras():
     b = (rng2.random(3), np.random.rand(2), keras.ops.convert_to_numpy(keras.random.uniform((2,))))
     for x, y in zip(a, b):
         np.testing.assert_array_equal(x, y)
+
+
+def test_task_parallel_threads_sets_tensorflows_pools_before_it_starts():
+    import subprocess
+    import sys
+
+    pytest.importorskip("tensorflow")
+    code = ("import os; from mlbook_utils import config; print(config.task_parallel_threads()); "
+            "import tensorflow as tf; "
+            "print(tf.config.threading.get_inter_op_parallelism_threads(), "
+            "tf.config.threading.get_intra_op_parallelism_threads())")
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("TF_NUM_INTEROP_THREADS", "TF_NUM_INTRAOP_THREADS")}
+    env["KERAS_BACKEND"] = "tensorflow"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
+                         check=True).stdout.split("\n")
+    assert "inter-op" in out[0]
+    assert out[1].split() == [str(os.cpu_count()), "1"]
