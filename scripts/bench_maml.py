@@ -14,9 +14,10 @@ tasks side by side as the chapter does (``config.task_parallel_threads``) unless
 Memory per meta-step: on JAX, XLA's own account of the compiled meta-step (its temporary
 buffers: the activations, gradients and second-order terms that one meta-step holds at its
 peak, without the weights and the training images, which are its arguments); that figure does
-not depend on the machine's load. On TensorFlow, the growth of the process's peak resident
-memory over the timed steps, a rougher figure (``--memory`` also runs each method in a fresh
-process for it).
+not depend on the machine's load. ``--memory`` also runs each method in a fresh process and
+prints its peak resident memory and that peak's growth over the steps; on TensorFlow on 2 cores
+(2026-12-02) that did not resolve one meta-step (the peak is set by loading Omniglot and
+compiling, and did not grow), so XLA's figure on JAX is the one to quote.
 """
 
 from __future__ import annotations
