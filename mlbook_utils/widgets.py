@@ -97,8 +97,7 @@ def static_explorer(frames: dict, n_ways, k_shots, *, what=("episode",), start=N
     ``frames[(n_way, k_shot)]`` is a list of matplotlib figures (or PNG data URIs), one per
     image shown. ``names`` labels the two controls (they can stand for any two settings, such
     as a task and a number of steps). It needs no kernel and no widget JavaScript, so it works
-    in the static HTML
-    book, offline, as well as in Jupyter and Colab.
+    in the static HTML book, offline, as well as in Jupyter and Colab.
     """
     import html
     import json
