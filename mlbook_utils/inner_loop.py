@@ -466,6 +466,19 @@ class MetaTrainer:
             return loss
         return self._step(tasks, self.data)
 
+    def set_learning_rate(self, lr: float) -> None:
+        """Set the outer optimizer's learning rate (a variable that the compiled step reads, so
+        changing it does not recompile)."""
+        if self.backend == "jax":
+            import jax.numpy as jnp
+
+            for i, v in enumerate(self.optimizer.variables):
+                if v is self.optimizer._learning_rate:
+                    self._opt[i] = jnp.asarray(lr, dtype=self._opt[i].dtype)
+                    return
+            raise ValueError("the optimizer's learning rate is not a variable")
+        self.optimizer.learning_rate = lr
+
     def values(self) -> list:
         """The current meta-parameters, as tensors."""
         from keras import ops
@@ -483,11 +496,25 @@ class MetaTrainer:
                 v.assign(x)
 
 
+def cosine_decay(floor: float = 0.0) -> Callable[[float], float]:
+    """A learning-rate multiplier that falls from 1 to ``floor`` along half a cosine."""
+
+    def schedule(frac: float) -> float:
+        return floor + (1.0 - floor) * 0.5 * (1.0 + np.cos(np.pi * frac))
+
+    return schedule
+
+
 def train(trainer: MetaTrainer, sample_tasks: Callable[[int], dict], *, steps: int,
           time_budget_s: float | None = None, log_every: int = 50, snapshots=(),
-          progress: bool = True, desc: str = "meta-training") -> dict:
+          progress: bool = True, desc: str = "meta-training",
+          lr_schedule: Callable[[float], float] | None = None) -> dict:
     """Run ``trainer.step(sample_tasks(i))`` for ``steps`` meta-steps, or until
     ``time_budget_s`` seconds of training have passed, with a progress bar.
+
+    ``lr_schedule(f)`` multiplies the outer optimizer's initial learning rate before each step,
+    where ``f`` in [0, 1] is the fraction of training done: of the steps, or of the time budget
+    when there is one, whichever is further (:func:`cosine_decay`).
 
     ``snapshots`` are times in seconds (of training, excluding the first step, which compiles)
     at which a copy of the meta-parameters is kept, so that another method trained for that
@@ -505,9 +532,15 @@ def train(trainer: MetaTrainer, sample_tasks: Callable[[int], dict], *, steps: i
     t0 = None
     compile_s = 0.0
     done = 0
+    base_lr = float(ops.convert_to_numpy(trainer.optimizer.learning_rate))
     with tqdm(total=steps, desc=desc, disable=not show_progress(progress), leave=False,
               unit="step", mininterval=1.0) as bar:
         for i in range(steps):
+            if lr_schedule is not None:
+                frac = i / steps
+                if t0 is not None and time_budget_s:
+                    frac = max(frac, (time.perf_counter() - t0) / time_budget_s)
+                trainer.set_learning_rate(base_lr * lr_schedule(min(frac, 1.0)))
             loss = trainer.step(sample_tasks(i))
             pending.append(loss)
             done = i + 1

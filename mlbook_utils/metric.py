@@ -127,8 +127,20 @@ def episode_arrays(dataset: FewShotDataset, n_way, k_shot, n_query, rng, batch):
 
 
 def embed(embedding, images: np.ndarray, chunk: int = 1024) -> np.ndarray:
-    """Embeddings of ``images`` (N, H, W, C), in inference mode, ``chunk`` images per call."""
-    out = [embedding.predict_on_batch(images[i : i + chunk]) for i in range(0, len(images), chunk)]
+    """Embeddings of ``images`` (N, H, W, C), in inference mode, ``chunk`` images per call.
+
+    Every call's batch is padded with zeros to ``chunk`` images, and the padding's embeddings
+    are dropped: Keras compiles one predict function per input shape, so the odd-sized last
+    chunk of each new set of images would otherwise compile again (and TensorFlow warns of
+    "retracing"). In inference mode an image's embedding does not depend on the others in its
+    batch, so padding changes nothing but the time of a small call."""
+    out = []
+    for i in range(0, len(images), chunk):
+        part = images[i : i + chunk]
+        size = chunk
+        if size > len(part):
+            part = np.concatenate([part, np.zeros((size - len(part), *part.shape[1:]), part.dtype)])
+        out.append(np.asarray(embedding.predict_on_batch(part))[: min(chunk, len(images) - i)])
     return np.concatenate(out).astype(np.float32) if out else np.zeros((0, 0), np.float32)
 
 

@@ -51,3 +51,47 @@ def test_chapter_skeleton(path):
     assert markdown.count("<summary>Answer</summary>") >= 3, "conceptual questions with answers"
     assert "<summary>Reference solution</summary>" in markdown
     assert any("exercises." in c and "check_" in c for c in code), "a checked coding exercise"
+
+
+@pytest.mark.parametrize("path", CHAPTERS, ids=[p.stem for p in CHAPTERS])
+def test_running_this_notebook_states_the_stored_runs_time_and_colab_scale(path):
+    """The "Running this notebook" section says how long the stored `cpu` run took (within a
+    minute or a quarter of what the notebook's metadata recorded) and how to pick the scale on
+    Colab."""
+    nb = nbformat.read(str(path), as_version=4)
+    running = next(c.source for c in nb.cells
+                   if c.cell_type == "markdown" and "## Running this notebook" in c.source)
+    assert "%env MLBOOK_SCALE=cpu" in running
+    meta = nb.metadata.get("mlbook", {})
+    if meta.get("scale") != "cpu":
+        return
+    wall = meta["wall_s"]
+    said = re.search(r"took (under a minute|about (\d+) minutes|(\d+) minutes)", running)
+    assert said, f"{path.name}: no run time of the stored cpu run in 'Running this notebook'"
+    if said.group(1) == "under a minute":
+        assert wall < 60, wall
+    else:
+        minutes = int(said.group(2) or said.group(3))
+        assert abs(minutes * 60 - wall) <= max(60, 0.25 * wall), (minutes, wall)
+
+
+def test_every_work_in_a_chapters_reference_list_is_on_the_references_page():
+    """The references page prints all of references.bib (``:all:``); every entry of a chapter's
+    own reference list (first author and year) must be there."""
+    bib = (ROOT / "references.bib").read_text()
+    assert ":all:" in (ROOT / "references.md").read_text()
+    have = set()
+    for entry in re.split(r"\n@", bib):
+        author = re.search(r"author\s*=\s*\{\s*([^,}]+)", entry)
+        year = re.search(r"year\s*=\s*\{(\d{4})\}", entry)
+        if author and year:
+            have.add((author.group(1).split()[-1].lower(), year.group(1)))
+    missing = []
+    for path in CHAPTERS:
+        nb = nbformat.read(str(path), as_version=4)
+        text = "\n".join(c.source for c in nb.cells if c.cell_type == "markdown")
+        refs = text.split("## References", 1)[-1]
+        for m in re.finditer(r"^- ([^,\n]+), .*?\((\d{4})\)", refs, re.M):
+            if (m.group(1).split()[-1].lower(), m.group(2)) not in have:
+                missing.append(f"{path.stem}: {m.group(0)[:60]}")
+    assert not missing, "not in references.bib:\n" + "\n".join(missing)

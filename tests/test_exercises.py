@@ -6,6 +6,7 @@ import re
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from mlbook_utils.exercises import ch01_3, ch01_4, check_episode_sampler, reference_episode_sampler
 
@@ -101,10 +102,27 @@ def reference_solutions(stem: str) -> dict:
     text = "\n".join("".join(c["source"]) for c in nb["cells"] if c["cell_type"] == "markdown")
     blocks = re.findall(r"<summary>Reference solution</summary>\s*```python\n(.*?)```", text,
                         re.S)
-    namespace = {"np": np}
+    namespace: dict = {}  # as a reader pastes them into a fresh kernel: each block imports its own
     for block in blocks:
         exec(block, namespace)  # noqa: S102 - the book's own reference solutions
     return namespace
+
+
+@pytest.mark.parametrize("stem, checker, name", [
+    ("01_1_few_shot_episodes", "ch01_1.check_episode_sampler", "my_sample_episode"),
+    ("01_2_metric_space", "ch01_2.check_prototype_scores", "my_prototype_scores"),
+    ("02_1_siamese_networks", "ch02_1.check_contrastive_loss", "my_contrastive_loss"),
+    ("03_1_prototypical_networks", "ch03_1.check_refine_prototypes", "my_refine_prototypes"),
+    ("04_1_relation_matching_networks", "ch04_1.check_matching_probs", "my_matching_probs"),
+    ("06_1_learning_the_initialisation", "ch06_1.check_meta_gradient", "my_meta_gradient"),
+])
+def test_every_chapters_reference_solution_runs_alone_and_passes(stem, checker, name):
+    import importlib
+
+    module, fn = checker.split(".")
+    check = getattr(importlib.import_module(f"mlbook_utils.exercises.{module}"), fn)
+    fb = check(reference_solutions(stem)[name])
+    assert fb.passed, str(fb)
 
 
 def test_one_preprocessing_checker_for_both_chapters():

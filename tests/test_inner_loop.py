@@ -207,3 +207,26 @@ def test_vectorised_and_looped_tasks_give_the_same_meta_gradient(vmap, monkeypat
     mean = [np.mean([_np(g[j]) for g in one_by_one], axis=0) for j in range(len(params))]
     for g, m in zip(grads, mean):
         np.testing.assert_allclose(_np(g), m, rtol=1e-4, atol=1e-6)
+
+
+def test_a_meta_lr_schedule_sets_the_rate_the_compiled_step_uses():
+    sched = il.cosine_decay(floor=0.0)
+    assert sched(0.0) == pytest.approx(1.0) and sched(0.5) == pytest.approx(0.5)
+    assert sched(1.0) == pytest.approx(0.0, abs=1e-12)
+    net = il.mlp(hidden=(8,), seed=0)
+    loss = maml.maml_task_loss(net, inner_lr=0.01, inner_steps=1, loss=il.mse)
+    trainer = il.MetaTrainer(net.variables, loss, keras.optimizers.SGD(0.1))
+    rng = np.random.default_rng(0)
+    seen = []
+    il.train(trainer, lambda i: maml.sinusoid_batch(rng, 2, 5), steps=5, progress=False,
+             lr_schedule=lambda f: seen.append(f) or 1.0 - f)
+    assert seen == pytest.approx([0.0, 0.2, 0.4, 0.6, 0.8])
+    # A rate of zero, set after the step was compiled, freezes the weights; a rate of 0.1
+    # moves them (the compiled step reads the rate, it was not baked in at trace time).
+    before = [_np(v) for v in trainer.values()]
+    trainer.set_learning_rate(0.0)
+    trainer.step(maml.sinusoid_batch(rng, 2, 5))
+    np.testing.assert_array_equal(_np(trainer.values()[0]), before[0])
+    trainer.set_learning_rate(0.1)
+    trainer.step(maml.sinusoid_batch(rng, 2, 5))
+    assert np.abs(_np(trainer.values()[0]) - before[0]).max() > 0

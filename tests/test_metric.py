@@ -277,3 +277,18 @@ def test_indexed_episodes_feed_the_same_episode_as_arrays():
     direct = np.asarray(net((support, onehot, query), training=False))
     np.testing.assert_allclose(scores, direct, rtol=1e-4, atol=1e-4)
     assert (scores.argmax(-1) == labels).mean() > 1 / 3  # the toy classes are easy
+
+
+def test_embed_pads_every_chunk_to_one_shape_and_drops_the_padding():
+    import numpy as np
+
+    from mlbook_utils import metric, models
+
+    emb = models.conv4_embedding(filters=4)
+    x = np.random.default_rng(0).random((37, 28, 28, 1)).astype("float32")
+    seen = []
+    real = emb.predict_on_batch
+    emb.predict_on_batch = lambda batch: seen.append(batch.shape[0]) or real(batch)
+    z = metric.embed(emb, x, chunk=16)
+    assert z.shape == (37, 4) and set(seen) == {16}  # 16 + 16 + (5 padded to 16)
+    np.testing.assert_allclose(z, np.asarray(real(x)), rtol=1e-4, atol=1e-5)

@@ -2,9 +2,11 @@
 
 Run after `jupyter-book build .` (``make browser``). For each page it checks that there are no
 console errors and no requests leave the machine, that every image loads, that maths is typeset,
-that the kernel-free n_way / k_shot controls change the figure, and that the launch buttons point
-at the repository in ``_config.yml``. A full-page screenshot of each page goes to
-``_build/screenshots/``.
+that no raw LaTeX is left in the text, that the kernel-free n_way / k_shot controls change the
+figure, and that the launch buttons point at the repository in ``_config.yml``. Every page is also
+opened from disk (``file://``), as an offline reader opens it, where it must log no console error;
+and at a phone's width (390 px) the table-of-contents button must open the navigation. A
+full-page screenshot of each page goes to ``_build/screenshots/``.
 """
 
 from __future__ import annotations
@@ -87,8 +89,11 @@ def test_the_book_was_built():
     assert "intro.html" in names and any(n.startswith("chapters/") for n in names)
 
 
-def open_page(browser, server, rel: Path):
-    page = browser.new_page(viewport={"width": 1280, "height": 900})
+def open_page(browser, server, rel: Path, width: int = 1280):
+    """``rel`` opened over ``server`` (a ``http://`` address, or ``file://`` and the build
+    folder), and the list its errors go to: console errors, page errors, failed requests and
+    any request that would leave the machine."""
+    page = browser.new_page(viewport={"width": width, "height": 900})
     errors: list[str] = []
     page.on("console", lambda m: errors.append(f"console {m.type}: {m.text}")
             if m.type == "error" else None)
@@ -96,8 +101,8 @@ def open_page(browser, server, rel: Path):
     page.on("requestfailed", lambda r: errors.append(f"request failed: {r.url}"))
 
     def only_local(route):
-        host = urlparse(route.request.url).hostname
-        if host in ("127.0.0.1", "localhost") or route.request.url.startswith("data:"):
+        url = urlparse(route.request.url)
+        if url.hostname in ("127.0.0.1", "localhost") or url.scheme in ("data", "file"):
             route.continue_()
         else:
             errors.append(f"external request (the book must work offline): {route.request.url}")
@@ -107,6 +112,49 @@ def open_page(browser, server, rel: Path):
     page.goto(f"{server}/{rel.as_posix()}", wait_until="load")
     page.wait_for_load_state("networkidle")
     return page, errors
+
+
+#: Text that only un-typeset maths leaves on a page (a ``$$`` or a TeX command).
+RAW_LATEX = (r"\$\$|\\(mathcal|mathbf|frac|sum|lVert|hat|nabla|theta|alpha|cdot|begin|end|left"
+             r"|right)\b")
+PAGE_TEXT = """() => {
+    const body = document.querySelector('main') || document.body;
+    const copy = body.cloneNode(true);
+    copy.querySelectorAll('pre, code, script, style, mjx-container, .MathJax, textarea')
+        .forEach(e => e.remove());
+    return copy.innerText;
+}"""
+
+
+@pytest.mark.parametrize("rel", PAGES, ids=[p.as_posix() for p in PAGES])
+def test_page_from_disk_logs_no_error(browser, rel):
+    page, errors = open_page(browser, HTML.as_uri(), rel)
+    try:
+        page.wait_for_timeout(500)
+        assert not errors, "\n".join(errors)
+    finally:
+        page.close()
+
+
+@pytest.mark.parametrize("rel", [p for p in PAGES if p.parts[0] == "chapters"][:1] +
+                         [p for p in PAGES if p.name == "intro.html"],
+                         ids=lambda p: p.as_posix())
+def test_the_phone_menu_opens(browser, server, rel):
+    page, errors = open_page(browser, server, rel, width=390)
+    try:
+        nav = page.locator(".bd-sidebar-primary .bd-links a, .bd-sidebar-primary nav a")
+        visible_before = sum(a.is_visible() for a in nav.all())
+        toggle = page.locator("button.primary-toggle, label.primary-toggle").first
+        assert toggle.is_visible(), "no table-of-contents button at a phone's width"
+        toggle.click()
+        page.wait_for_timeout(600)
+        visible_after = sum(a.is_visible() for a in nav.all())
+        assert visible_after > visible_before, (
+            f"tapping the table-of-contents button showed no navigation "
+            f"({visible_before} -> {visible_after} visible links)")
+        assert not errors, "\n".join(errors)
+    finally:
+        page.close()
 
 
 @pytest.mark.parametrize("rel", PAGES, ids=[p.as_posix() for p in PAGES])
@@ -131,6 +179,12 @@ def test_page(browser, server, repository, rel):
             )
             assert page.locator("mjx-container svg").count() >= n_math
 
+        # No raw LaTeX in the text that a reader sees.
+        import re
+
+        raw = re.findall(r".{0,30}(?:" + RAW_LATEX + r").{0,30}", page.evaluate(PAGE_TEXT))
+        assert not raw, f"raw LaTeX on the page: {raw[:5]}"
+
         # Kernel-free controls: moving n_way or k_shot changes the figure.
         for explorer in page.locator(".mlbook-static-explorer").all():
             for control in ("n-way", "k-shot"):
@@ -147,9 +201,9 @@ def test_page(browser, server, repository, rel):
         if rel.parts[0] == "chapters":
             links = page.evaluate("Array.from(document.querySelectorAll('a')).map(a => a.href)")
             colab = [u for u in links if "colab.research.google.com" in u]
-            binder = [u for u in links if "mybinder.org" in u]
-            assert colab and binder, "launch buttons for Colab and Binder are missing"
-            for url in colab + binder:
+            assert colab, "the Colab launch button is missing"
+            assert not any("mybinder.org" in u for u in links), "Binder is not offered"
+            for url in colab:
                 assert repository in url, f"{url} does not point at {repository}"
             assert f"chapters/{rel.stem}.ipynb" in colab[0]
             assert page.locator("figcaption").count() >= 1, "figures have captions"
