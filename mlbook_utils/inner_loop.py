@@ -24,7 +24,11 @@ A method is a few lines on top of :func:`adapt`, by what it adapts and how:
 - **ADML**: :func:`input_gradient` gives the gradient of a loss with respect to the inputs, for
   FGSM adversarial examples (:func:`fgsm`);
 - **gradient agreement**: :meth:`MetaTrainer.task_gradients` gives each task's meta-gradient,
-  and ``MetaTrainer(..., combine=...)`` weighs them before the update.
+  and ``MetaTrainer(..., combine=...)`` weighs them before the update
+  (:func:`agreement_weights`);
+- **Reptile**: no meta-gradient at all. :class:`ReptileTrainer` runs a few steps of Adam
+  (:func:`adam_step`, a pure function) on each task and moves the weights towards the adapted
+  ones; the same ``combine`` weighs the tasks' moves.
 
 The only backend-specific code is ``autodiff.value_and_grad`` and :func:`map_tasks` (``jax.vmap``
 on JAX with an accelerator; otherwise a loop over the tasks, unrolled in the compiled graph). The
@@ -271,6 +275,34 @@ def sgd_step(params: Sequence, grads: Sequence, lr) -> list:
     return [p - lr * g for p, g in zip(params, grads)]
 
 
+def adam_state(params: Sequence) -> list:
+    """The state of :func:`adam_step` for ``params``: ``[t, m..., v...]``, all zeros."""
+    from keras import ops
+
+    return ([ops.zeros((), dtype="float32")] + [ops.zeros_like(p) for p in params]
+            + [ops.zeros_like(p) for p in params])
+
+
+def adam_step(params: Sequence, grads: Sequence, state: Sequence, lr, *, beta1: float = 0.0,
+              beta2: float = 0.999, epsilon: float = 1e-8) -> tuple[list, list]:
+    """One step of Adam (Kingma & Ba 2015) as a pure function: ``(new params, new state)``.
+
+    ``m = beta1 m + (1 - beta1) g``, ``v = beta2 v + (1 - beta2) g^2``, and
+    ``p - lr sqrt(1 - beta2^t) / (1 - beta1^t) * m / (sqrt(v) + epsilon)``, the form of
+    TensorFlow 1's ``AdamOptimizer`` that the Reptile code used. Reptile's inner loop uses
+    ``beta1 = 0`` (no momentum): the step is the gradient scaled by a running estimate of its
+    size. ``state`` comes from :func:`adam_state` (or a previous step)."""
+    from keras import ops
+
+    n = len(params)
+    t = state[0] + 1.0
+    m = [beta1 * mi + (1.0 - beta1) * g for mi, g in zip(state[1:1 + n], grads)]
+    v = [beta2 * vi + (1.0 - beta2) * ops.square(g) for vi, g in zip(state[1 + n:], grads)]
+    step = lr * ops.sqrt(1.0 - ops.power(beta2, t)) / (1.0 - ops.power(beta1, t))
+    new = [p - step * mi / (ops.sqrt(vi) + epsilon) for p, mi, vi in zip(params, m, v)]
+    return new, [t, *m, *v]
+
+
 def adapt(loss_fn: Callable, params: Sequence, *, steps: int, lr, first_order: bool = False
           ) -> list:
     """Fast weights after ``steps`` steps of gradient descent on ``loss_fn(params)``.
@@ -347,7 +379,8 @@ def batched(fn: Callable, chunk: int | None = 50) -> Callable:
     """``run(values, *arrays)``: ``fn(values, *items)`` for the items along the first axis of
     ``arrays`` (numpy), stacked into a numpy array. For evaluation: ``jax.jit(jax.vmap(fn))``
     on JAX, ``chunk`` items at a time; on other backends ``fn`` is compiled for one item and
-    called item by item (a small graph, traced once per shape)."""
+    called item by item (a small graph, traced once per shape; two or four items unrolled in
+    one graph were no faster on 2 cores once their longer compilation is counted)."""
     from keras import ops
 
     if _backend() == "jax":
@@ -375,7 +408,30 @@ def batched(fn: Callable, chunk: int | None = 50) -> Callable:
     return run
 
 
-class MetaTrainer:
+class _Trainer:
+    """What both trainers share: the meta-parameters' current values, and writing them back
+    into the Keras variables (on JAX they live in the trainer between steps)."""
+
+    backend: str
+    variables: list
+    _values: list
+
+    def values(self) -> list:
+        """The current meta-parameters, as tensors."""
+        from keras import ops
+
+        if self.backend == "jax":
+            return list(self._values)
+        return [ops.convert_to_tensor(v.value) for v in self.variables]
+
+    def sync(self) -> None:
+        """Write the current meta-parameters into the Keras variables (JAX keeps them apart)."""
+        if self.backend == "jax":
+            for v, x in zip(self.variables, self._values):
+                v.assign(x)
+
+
+class MetaTrainer(_Trainer):
     """The outer loop: ``step(tasks)`` adapts to each task, averages the tasks' query losses,
     differentiates that average with respect to the meta-parameters (through the inner loop),
     and updates them with ``optimizer``. The whole step is one compiled function.
@@ -403,8 +459,10 @@ class MetaTrainer:
         self.combine = combine
         self.data = None if data is None else ops.convert_to_tensor(data)
         self.optimizer.build(self.variables)
+        self._initial_lr = float(ops.convert_to_numpy(self.optimizer.learning_rate))
         self.backend = _backend()
         self.steps = 0
+        self.last_weights = None
         if self.backend == "jax":
             import jax
 
@@ -433,38 +491,75 @@ class MetaTrainer:
         return out[0], list(out[1:])
 
     def _loss_and_grads(self, values, tasks, data):
+        """The meta-loss, its gradient, and the tasks' weights (``None`` without ``combine``)."""
         from keras import ops
 
         if self.combine is None:
-            return value_and_grad(lambda v: self.batch_loss(v, tasks, data), values)
+            loss, grads = value_and_grad(lambda v: self.batch_loss(v, tasks, data), values)
+            return loss, grads, None
         losses, grads = self.task_gradients(values, tasks, data)
         flat = ops.concatenate([ops.reshape(g, (ops.shape(g)[0], -1)) for g in grads], axis=1)
         weights = stop_gradient(self.combine(flat))  # (T,)
         combined = [ops.tensordot(weights, g, axes=1) for g in grads]
-        return ops.sum(weights * losses), combined
+        return ops.sum(weights * losses), combined, weights
 
     # -- per backend ------------------------------------------------------------------------
     def _jax_step(self, values, opt_vars, tasks, data):
-        loss, grads = self._loss_and_grads(values, tasks, data)
+        loss, grads, weights = self._loss_and_grads(values, tasks, data)
         values, opt_vars = self.optimizer.stateless_apply(opt_vars, grads, values)
-        return loss, values, opt_vars
+        return loss, values, opt_vars, weights
 
     def _tf_step(self, tasks, data):
         from keras import ops
 
         values = [ops.convert_to_tensor(v.value) for v in self.variables]
-        loss, grads = self._loss_and_grads(values, tasks, data)
+        loss, grads, weights = self._loss_and_grads(values, tasks, data)
         self.optimizer.apply(grads, self.variables)
-        return loss
+        return loss if weights is None else (loss, weights)
 
     def step(self, tasks: dict):
-        """One meta-update on a batch of tasks; returns the (weighted) mean query loss."""
+        """One meta-update on a batch of tasks; returns the (weighted) mean query loss. With
+        ``combine``, the tasks' weights are kept in :attr:`last_weights`."""
         self.steps += 1
         if self.backend == "jax":
-            loss, self._values, self._opt = self._step(self._values, self._opt, tasks,
-                                                       self.data)
+            loss, self._values, self._opt, self.last_weights = self._step(
+                self._values, self._opt, tasks, self.data)
             return loss
-        return self._step(tasks, self.data)
+        out = self._step(tasks, self.data)
+        if self.combine is None:
+            return out
+        loss, self.last_weights = out
+        return loss
+
+    def learning_rate(self) -> float:
+        """The outer optimizer's current learning rate."""
+        from keras import ops
+
+        if self.backend == "jax":
+            for i, v in enumerate(self.optimizer.variables):
+                if v is self.optimizer._learning_rate:
+                    return float(self._opt[i])
+        return float(ops.convert_to_numpy(self.optimizer.learning_rate))
+
+    def reset(self, values: Sequence) -> None:
+        """Start again from the weights ``values``, with a fresh optimizer state (for another
+        seed), reusing the compiled step: the variables keep their identity, so nothing is
+        traced again."""
+        from keras import ops
+
+        lr = self.optimizer._learning_rate
+        if self.backend == "jax":
+            self._values = [ops.convert_to_tensor(x) for x in values]
+            self._opt = [v.value if v is lr else ops.zeros_like(v.value)
+                         for v in self.optimizer.variables]
+        else:
+            for var, x in zip(self.variables, values):
+                var.assign(x)
+            for v in self.optimizer.variables:
+                if v is not lr:
+                    v.assign(ops.zeros_like(v.value))
+        self.set_learning_rate(self._initial_lr)
+        self.steps = 0
 
     def set_learning_rate(self, lr: float) -> None:
         """Set the outer optimizer's learning rate (a variable that the compiled step reads, so
@@ -479,21 +574,195 @@ class MetaTrainer:
             raise ValueError("the optimizer's learning rate is not a variable")
         self.optimizer.learning_rate = lr
 
-    def values(self) -> list:
-        """The current meta-parameters, as tensors."""
+    def sync(self) -> None:
+        """Write the current meta-parameters and the optimizer's state into the Keras
+        variables (JAX keeps them apart)."""
+        super().sync()
+        if self.backend == "jax":
+            for v, x in zip(self.optimizer.variables, self._opt):
+                v.assign(x)
+
+
+def agreement_weights(flat):
+    """Gradient agreement (Eshratifar et al. 2018): task ``i``'s weight in the meta-update,
+    ``w_i = g_i . g_mean / sum_j |g_j . g_mean|``, from the tasks' flattened meta-gradients (or
+    Reptile moves) ``flat`` (tasks, P). A task whose gradient points along the batch's mean
+    gets a large weight, one that points against it a negative weight; when every task agrees
+    the weights sum to 1, the plain mean's scale."""
+    from keras import ops
+
+    dots = ops.sum(flat * ops.mean(flat, axis=0, keepdims=True), axis=1)
+    return dots / (ops.sum(ops.abs(dots)) + 1e-12)
+
+
+class ReptileTrainer(_Trainer):
+    """Reptile's outer loop (Nichol et al. 2018). For each task of the meta-batch: start from
+    the current weights, take one step of Adam (:func:`adam_step`, ``beta1 = 0``) on each of
+    the task's minibatches, and keep the move ``fast - weights``; then move the weights by
+    ``meta_step`` times the mean move. No gradient goes through the inner steps.
+
+    ``batch_loss(values, batch, data)`` is the loss of one minibatch (a dict of arrays without
+    the task and step axes; ``data`` as in :class:`MetaTrainer`). :meth:`step` takes a dict of
+    arrays shaped (tasks, inner steps, ...): the second axis is the number of inner steps.
+    Serial Reptile is a meta-batch of one task; batched Reptile averages several. The inner
+    Adam's state carries over from task to task and from step to step, as in the reference code
+    (openai/supervised-reptile); :meth:`adam` gives a copy for evaluation, which never changes
+    it. With ``parallel_tasks``, every task of a meta-step starts from the same Adam state and
+    the next state is the mean of the tasks' final states: the tasks are then independent
+    chains that TensorFlow runs side by side (``config.task_parallel_threads``), which the
+    reference code's one chain through all tasks is not. ``combine`` weighs the tasks' moves
+    (:func:`agreement_weights`; the last weights are in
+    :attr:`last_weights`). The meta step size is an argument of the compiled step, so annealing
+    it (``train(lr_schedule=...)``, :func:`linear_decay`) does not recompile."""
+
+    def __init__(self, variables: Sequence, batch_loss: Callable, *, inner_lr: float,
+                 meta_step: float, beta1: float = 0.0, beta2: float = 0.999, data=None,
+                 combine: Callable | None = None, parallel_tasks: bool = False):
+        import keras
+        from keras import ops
+
+        self.variables = list(variables)
+        self.batch_loss = batch_loss
+        self.inner_lr, self.beta1, self.beta2 = inner_lr, beta1, beta2
+        self.base_meta_step = self.meta_step = float(meta_step)
+        self.combine = combine
+        self.parallel_tasks = parallel_tasks
+        self.data = None if data is None else ops.convert_to_tensor(data)
+        self.backend = _backend()
+        self.steps = 0
+        self.last_weights = None
+        start = adam_state([v.value for v in self.variables])
+        if self.backend == "jax":
+            import jax
+
+            self._values = [v.value for v in self.variables]
+            self._state = start
+            self._step = jax.jit(self._pure)
+        else:
+            self._state_vars = [keras.Variable(x, trainable=False, name="inner_adam")
+                                for x in start]
+            self._step = compile_fn(self._tf_step)
+
+    def _pure(self, values, state, tasks, data, meta_step):
+        from keras import ops
+
+        first = next(iter(tasks.values()))
+        n_tasks, n_steps = first.shape[0], first.shape[1]
+        moves, losses, ends = [], [], []
+        start = state
+        for i in range(n_tasks):
+            fast = list(values)
+            state = start if self.parallel_tasks else state
+            for j in range(n_steps):
+                batch = {k: v[i, j] for k, v in tasks.items()}
+                loss, grads = value_and_grad(
+                    lambda p, b=batch: self.batch_loss(p, b, data), fast)
+                fast, state = adam_step(fast, grads, state, self.inner_lr, beta1=self.beta1,
+                                        beta2=self.beta2)
+            moves.append([f - v for f, v in zip(fast, values)])
+            losses.append(loss)
+            ends.append(state)
+        if self.parallel_tasks:  # the tasks' Adam states, averaged
+            state = [sum(e[k] for e in ends) / n_tasks for k in range(len(start))]
+        if self.combine is None:
+            weights = ops.ones((n_tasks,), dtype="float32") / n_tasks
+        else:
+            flat = ops.stack([ops.concatenate([ops.reshape(m, (-1,)) for m in move])
+                              for move in moves])
+            weights = self.combine(flat)
+        new = [v + meta_step * sum(weights[i] * moves[i][k] for i in range(n_tasks))
+               for k, v in enumerate(values)]
+        return ops.mean(ops.stack(losses)), new, state, weights
+
+    def _tf_step(self, tasks, data, meta_step):
+        from keras import ops
+
+        values = [ops.convert_to_tensor(v.value) for v in self.variables]
+        state = [ops.convert_to_tensor(v.value) for v in self._state_vars]
+        loss, new, state, weights = self._pure(values, state, tasks, data, meta_step)
+        for var, x in zip(self.variables, new):
+            var.assign(x)
+        for var, x in zip(self._state_vars, state):
+            var.assign(x)
+        return loss, weights
+
+    def step(self, tasks: dict):
+        """One meta-update; returns the mean over tasks of their last minibatch loss."""
+        from keras import ops
+
+        self.steps += 1
+        meta_step = ops.convert_to_tensor(np.float32(self.meta_step))
+        if self.backend == "jax":
+            loss, self._values, self._state, self.last_weights = self._step(
+                self._values, self._state, tasks, self.data, meta_step)
+            return loss
+        loss, self.last_weights = self._step(tasks, self.data, meta_step)
+        return loss
+
+    def learning_rate(self) -> float:
+        """The meta step size (what ``train``'s ``lr_schedule`` scales)."""
+        return self.meta_step
+
+    def set_learning_rate(self, lr: float) -> None:
+        self.meta_step = float(lr)
+
+    def reset(self, values: Sequence) -> None:
+        """Start again from the weights ``values`` with a fresh inner Adam state and the
+        initial meta step (for another seed), reusing the compiled step."""
+        from keras import ops
+
+        start = adam_state(list(values))
+        if self.backend == "jax":
+            self._values = [ops.convert_to_tensor(x) for x in values]
+            self._state = start
+        else:
+            for var, x in zip(self.variables, values):
+                var.assign(x)
+            for var, x in zip(self._state_vars, start):
+                var.assign(x)
+        self.meta_step = self.base_meta_step
+        self.steps = 0
+
+    def adam(self) -> list:
+        """A copy of the inner Adam's state (for evaluation, which starts from it)."""
         from keras import ops
 
         if self.backend == "jax":
-            return list(self._values)
-        return [ops.convert_to_tensor(v.value) for v in self.variables]
+            return [ops.copy(x) for x in self._state]
+        return [ops.convert_to_tensor(ops.copy(v.value)) for v in self._state_vars]
 
-    def sync(self) -> None:
-        """Write the current meta-parameters into the Keras variables (JAX keeps them apart)."""
-        if self.backend == "jax":
-            for v, x in zip(self.variables, self._values):
-                v.assign(x)
-            for v, x in zip(self.optimizer.variables, self._opt):
-                v.assign(x)
+
+
+def step_memory_mib(trainer, tasks: dict) -> dict:
+    """The memory one meta-step of ``trainer`` needs, in MiB: on TensorFlow the peak of its
+    allocator during the step above what was allocated before it (``kind: "TensorFlow peak"``);
+    on JAX, XLA's account of the compiled step's temporary buffers (``kind: "XLA temp"``)."""
+    from keras import ops
+
+    if trainer.backend == "jax":
+        args = ((trainer._values, trainer._opt, tasks, trainer.data)
+                if isinstance(trainer, MetaTrainer)
+                else (trainer._values, trainer._state, tasks, trainer.data,
+                      ops.convert_to_tensor(np.float32(trainer.meta_step))))
+        m = trainer._step.lower(*args).compile().memory_analysis()
+        return {"mib": round(m.temp_size_in_bytes / 2**20, 1), "kind": "XLA temp"}
+    import tensorflow as tf
+
+    float(ops.convert_to_numpy(trainer.step(tasks)))  # compiled before measuring
+    tf.config.experimental.reset_memory_stats("CPU:0")
+    before = tf.config.experimental.get_memory_info("CPU:0")["current"]
+    float(ops.convert_to_numpy(trainer.step(tasks)))
+    peak = tf.config.experimental.get_memory_info("CPU:0")["peak"]
+    return {"mib": round((peak - before) / 2**20, 1), "kind": "TensorFlow peak"}
+
+
+def linear_decay(floor: float = 0.0) -> Callable[[float], float]:
+    """A multiplier that falls linearly from 1 to ``floor`` (Reptile's meta step size)."""
+
+    def schedule(frac: float) -> float:
+        return 1.0 + (floor - 1.0) * frac
+
+    return schedule
 
 
 def cosine_decay(floor: float = 0.0) -> Callable[[float], float]:
@@ -508,13 +777,15 @@ def cosine_decay(floor: float = 0.0) -> Callable[[float], float]:
 def train(trainer: MetaTrainer, sample_tasks: Callable[[int], dict], *, steps: int,
           time_budget_s: float | None = None, log_every: int = 50, snapshots=(),
           progress: bool = True, desc: str = "meta-training",
-          lr_schedule: Callable[[float], float] | None = None) -> dict:
+          lr_schedule: Callable[[float], float] | None = None,
+          on_step: Callable | None = None) -> dict:
     """Run ``trainer.step(sample_tasks(i))`` for ``steps`` meta-steps, or until
     ``time_budget_s`` seconds of training have passed, with a progress bar.
 
     ``lr_schedule(f)`` multiplies the outer optimizer's initial learning rate before each step,
     where ``f`` in [0, 1] is the fraction of training done: of the steps, or of the time budget
-    when there is one, whichever is further (:func:`cosine_decay`).
+    when there is one, whichever is further (:func:`cosine_decay`). ``on_step(i, trainer)``,
+    if given, is called after each step (for example to keep gradient agreement's weights).
 
     ``snapshots`` are times in seconds (of training, excluding the first step, which compiles)
     at which a copy of the meta-parameters is kept, so that another method trained for that
@@ -532,7 +803,7 @@ def train(trainer: MetaTrainer, sample_tasks: Callable[[int], dict], *, steps: i
     t0 = None
     compile_s = 0.0
     done = 0
-    base_lr = float(ops.convert_to_numpy(trainer.optimizer.learning_rate))
+    base_lr = trainer.learning_rate()
     with tqdm(total=steps, desc=desc, disable=not show_progress(progress), leave=False,
               unit="step", mininterval=1.0) as bar:
         for i in range(steps):
@@ -542,6 +813,8 @@ def train(trainer: MetaTrainer, sample_tasks: Callable[[int], dict], *, steps: i
                     frac = max(frac, (time.perf_counter() - t0) / time_budget_s)
                 trainer.set_learning_rate(base_lr * lr_schedule(min(frac, 1.0)))
             loss = trainer.step(sample_tasks(i))
+            if on_step is not None:
+                on_step(i, trainer)
             pending.append(loss)
             done = i + 1
             if t0 is None:  # the first step traces and compiles

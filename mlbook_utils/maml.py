@@ -252,7 +252,7 @@ def sinusoid_setting(k_shot: int, steps: int, inner_lr: float | None = None) -> 
     return f"K = {k_shot}{lr}, after {steps} step{'s' if steps != 1 else ''}"
 
 
-def _record_curve(out, name, curve, s, k_shot, wall_s, **extra):
+def _record_curve(out, name, curve, s, k_shot, wall_s, *, chapter: str = CHAPTER, **extra):
     from .evaluation import append_record, make_record
 
     for steps, mean, ci, diverged in _curve_fields(curve):
@@ -260,7 +260,7 @@ def _record_curve(out, name, curve, s, k_shot, wall_s, **extra):
                           metric="mse", setting=sinusoid_setting(k_shot, steps),
                           inner_steps_at_test=steps, test_query=s["test_query"],
                           diverged_tasks=diverged, **extra)
-        append_record(CHAPTER, rec)
+        append_record(chapter, rec)
         out.records.append(rec)
 
 

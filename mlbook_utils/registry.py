@@ -44,6 +44,8 @@ METHOD_MODULES = (
     "protonet_variants",  # 3.1's ablation and semi-supervised prototypes
     "relation_matching",  # 4.1
     "maml",  # 6.1 MAML, first-order MAML, ANIL, CAML, ADML (sinusoid and Omniglot)
+    "meta_sgd",  # 7.1 Meta-SGD (sinusoid and Omniglot)
+    "reptile",  # 7.2 Reptile (Omniglot, sinusoid, and its cost beside MAML's)
 )
 
 #: Settings keys with a meaning shared by every method; the runner's command-line flags map
@@ -150,6 +152,13 @@ def select_tests(settings: Iterable[tuple[int, int]], n_way: int | None = None,
     """The (n_way, k_shot) settings, restricted to ``n_way`` and/or ``k_shot`` when given."""
     return [(w, k) for w, k in settings
             if (not n_way or w == n_way) and (not k_shot or k == k_shot)]
+
+
+def wanted(run: Mapping, tests=None) -> list:
+    """The test settings of a training ``run`` that were asked for (all of them when ``tests``
+    is None): a run none of whose tests is wanted is not trained."""
+    asked = None if tests is None else set(map(tuple, tests))
+    return [t for t in run["tests"] if asked is None or tuple(t) in asked]
 
 
 def given(data: Mapping | None, key: str, load: Callable):

@@ -177,7 +177,8 @@ def test_combine_weighs_the_tasks_meta_gradients():
     only_first = il.MetaTrainer(net.variables, loss, keras.optimizers.SGD(1.0),
                                 combine=lambda flat: ops.one_hot(0, 3))
     values = only_first.values()
-    loss_w, grads_w = only_first._loss_and_grads(values, tasks, None)
+    loss_w, grads_w, weights = only_first._loss_and_grads(values, tasks, None)
+    np.testing.assert_allclose(_np(weights), [1, 0, 0])
     losses, per_task = only_first.task_gradients(values, tasks)
     assert float(loss_w) == pytest.approx(float(_np(losses)[0]), rel=1e-5)
     np.testing.assert_allclose(_np(grads_w[0]), _np(per_task[0])[0], rtol=1e-5, atol=1e-7)
