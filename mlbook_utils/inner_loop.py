@@ -607,17 +607,13 @@ class ReptileTrainer(_Trainer):
     Serial Reptile is a meta-batch of one task; batched Reptile averages several. The inner
     Adam's state carries over from task to task and from step to step, as in the reference code
     (openai/supervised-reptile); :meth:`adam` gives a copy for evaluation, which never changes
-    it. With ``parallel_tasks``, every task of a meta-step starts from the same Adam state and
-    the next state is the mean of the tasks' final states: the tasks are then independent
-    chains that TensorFlow runs side by side (``config.task_parallel_threads``), which the
-    reference code's one chain through all tasks is not. ``combine`` weighs the tasks' moves
-    (:func:`agreement_weights`; the last weights are in
+    it. ``combine`` weighs the tasks' moves (:func:`agreement_weights`; the last weights are in
     :attr:`last_weights`). The meta step size is an argument of the compiled step, so annealing
     it (``train(lr_schedule=...)``, :func:`linear_decay`) does not recompile."""
 
     def __init__(self, variables: Sequence, batch_loss: Callable, *, inner_lr: float,
                  meta_step: float, beta1: float = 0.0, beta2: float = 0.999, data=None,
-                 combine: Callable | None = None, parallel_tasks: bool = False):
+                 combine: Callable | None = None):
         import keras
         from keras import ops
 
@@ -626,7 +622,6 @@ class ReptileTrainer(_Trainer):
         self.inner_lr, self.beta1, self.beta2 = inner_lr, beta1, beta2
         self.base_meta_step = self.meta_step = float(meta_step)
         self.combine = combine
-        self.parallel_tasks = parallel_tasks
         self.data = None if data is None else ops.convert_to_tensor(data)
         self.backend = _backend()
         self.steps = 0
@@ -648,11 +643,9 @@ class ReptileTrainer(_Trainer):
 
         first = next(iter(tasks.values()))
         n_tasks, n_steps = first.shape[0], first.shape[1]
-        moves, losses, ends = [], [], []
-        start = state
+        moves, losses = [], []
         for i in range(n_tasks):
             fast = list(values)
-            state = start if self.parallel_tasks else state
             for j in range(n_steps):
                 batch = {k: v[i, j] for k, v in tasks.items()}
                 loss, grads = value_and_grad(
@@ -661,9 +654,6 @@ class ReptileTrainer(_Trainer):
                                         beta2=self.beta2)
             moves.append([f - v for f, v in zip(fast, values)])
             losses.append(loss)
-            ends.append(state)
-        if self.parallel_tasks:  # the tasks' Adam states, averaged
-            state = [sum(e[k] for e in ends) / n_tasks for k in range(len(start))]
         if self.combine is None:
             weights = ops.ones((n_tasks,), dtype="float32") / n_tasks
         else:

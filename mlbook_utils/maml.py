@@ -563,7 +563,7 @@ def omniglot_experiment(settings: dict, *, tests=None, data=None, runner=None,
     out = registry.Outcome(settings=s)
     run_extra = registry.run_fields(runner)
     for run in s["runs"]:
-        wanted = [t for t in run["tests"] if tests is None or tuple(t) in set(map(tuple, tests))]
+        wanted = registry.wanted(run, tests)
         if not wanted:  # a run none of whose tests were asked for is not trained
             continue
         snaps = (s["compare_s"],) if s.get("compare_s") is not None else ()

@@ -241,8 +241,7 @@ def sinusoid_curves(net: il.MetaNet, values, adam_state, tasks, *, lr: float, st
 
 def make_trainer(net: il.MetaNet, batch_loss, s: dict, *, data=None, combine=None):
     return il.ReptileTrainer(net.variables, batch_loss, inner_lr=s["inner_lr"],
-                             meta_step=s["meta_step"], data=data, combine=combine,
-                             parallel_tasks=s.get("parallel_tasks", False))
+                             meta_step=s["meta_step"], data=data, combine=combine)
 
 
 def meta_step_schedule(s: dict):
