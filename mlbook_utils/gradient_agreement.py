@@ -289,8 +289,6 @@ _ALIASES = {"gradient-agreement": {"train_episodes": "meta_steps"},
             "gradient-agreement-sinusoid": {"train_episodes": "maml_steps",
                                             "test_episodes": "test_tasks"}}
 
-# Not registered with the runner yet: the chapter (drafts/08_1_gradient_agreement.ipynb) has no
-# cpu run. To register, add "gradient_agreement" to registry.METHOD_MODULES and uncomment:
-# for _name, (_settings, _fn, _describe) in RUNNER_METHODS.items():
-#     registry.register(_name, chapter=CHAPTER, settings=_settings, describe=_describe,
-#                       aliases=_ALIASES[_name], threads="tasks")(_fn)
+for _name, (_settings, _fn, _describe) in RUNNER_METHODS.items():
+    registry.register(_name, chapter=CHAPTER, settings=_settings, describe=_describe,
+                      aliases=_ALIASES[_name], threads="tasks")(_fn)

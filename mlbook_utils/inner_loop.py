@@ -605,15 +605,18 @@ class ReptileTrainer(_Trainer):
     the task and step axes; ``data`` as in :class:`MetaTrainer`). :meth:`step` takes a dict of
     arrays shaped (tasks, inner steps, ...): the second axis is the number of inner steps.
     Serial Reptile is a meta-batch of one task; batched Reptile averages several. The inner
-    Adam's state carries over from task to task and from step to step, as in the reference code
-    (openai/supervised-reptile); :meth:`adam` gives a copy for evaluation, which never changes
-    it. ``combine`` weighs the tasks' moves (:func:`agreement_weights`; the last weights are in
-    :attr:`last_weights`). The meta step size is an argument of the compiled step, so annealing
-    it (``train(lr_schedule=...)``, :func:`linear_decay`) does not recompile."""
+    Adam's state carries over from step to step and, with ``chain_adam=True`` (the default), from
+    task to task, as in the reference code (openai/supervised-reptile). That makes the tasks of a
+    meta-batch a serial chain. With ``chain_adam=False`` every task starts from the same state
+    and the state carried on is the mean of the tasks' final states: the tasks are then
+    independent and run side by side (:func:`config.task_parallel_threads`). :meth:`adam` gives
+    a copy for evaluation. ``combine`` weighs the tasks' moves (:func:`agreement_weights`; the
+    last weights are in :attr:`last_weights`). The meta step size is an argument of the compiled
+    step, so annealing it (``train(lr_schedule=...)``, :func:`linear_decay`) does not recompile."""
 
     def __init__(self, variables: Sequence, batch_loss: Callable, *, inner_lr: float,
                  meta_step: float, beta1: float = 0.0, beta2: float = 0.999, data=None,
-                 combine: Callable | None = None):
+                 combine: Callable | None = None, chain_adam: bool = True):
         import keras
         from keras import ops
 
@@ -622,6 +625,7 @@ class ReptileTrainer(_Trainer):
         self.inner_lr, self.beta1, self.beta2 = inner_lr, beta1, beta2
         self.base_meta_step = self.meta_step = float(meta_step)
         self.combine = combine
+        self.chain_adam = chain_adam
         self.data = None if data is None else ops.convert_to_tensor(data)
         self.backend = _backend()
         self.steps = 0
@@ -643,17 +647,23 @@ class ReptileTrainer(_Trainer):
 
         first = next(iter(tasks.values()))
         n_tasks, n_steps = first.shape[0], first.shape[1]
-        moves, losses = [], []
+        moves, losses, ends = [], [], []
         for i in range(n_tasks):
             fast = list(values)
+            task_state = state if self.chain_adam else list(state)
             for j in range(n_steps):
                 batch = {k: v[i, j] for k, v in tasks.items()}
                 loss, grads = value_and_grad(
                     lambda p, b=batch: self.batch_loss(p, b, data), fast)
-                fast, state = adam_step(fast, grads, state, self.inner_lr, beta1=self.beta1,
-                                        beta2=self.beta2)
+                fast, task_state = adam_step(fast, grads, task_state, self.inner_lr,
+                                             beta1=self.beta1, beta2=self.beta2)
+            if self.chain_adam:
+                state = task_state
+            ends.append(task_state)
             moves.append([f - v for f, v in zip(fast, values)])
             losses.append(loss)
+        if not self.chain_adam:  # carry on the mean of the tasks' final states
+            state = [sum(e[k] for e in ends) / n_tasks for k in range(len(state))]
         if self.combine is None:
             weights = ops.ones((n_tasks,), dtype="float32") / n_tasks
         else:

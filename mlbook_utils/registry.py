@@ -46,6 +46,7 @@ METHOD_MODULES = (
     "maml",  # 6.1 MAML, first-order MAML, ANIL, CAML, ADML (sinusoid and Omniglot)
     "meta_sgd",  # 7.1 Meta-SGD (sinusoid and Omniglot)
     "reptile",  # 7.2 Reptile (Omniglot, sinusoid, and its cost beside MAML's)
+    "gradient_agreement",  # 8.1 gradient agreement with MAML and Reptile (controlled, seeds)
 )
 
 #: Settings keys with a meaning shared by every method; the runner's command-line flags map

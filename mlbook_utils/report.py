@@ -153,6 +153,8 @@ def _records(folder: Path) -> list[dict]:
             if "n_distractors" in r:
                 extra = f"{r['n_distractors']} distractor classes"
                 variant = f"{variant}, {extra}" if variant else extra
+            if r.get("seed") is not None:  # one run of several seeds (chapter 8.1's pairs)
+                variant = f"{variant}, seed {r['seed']}" if variant else f"seed {r['seed']}"
             dataset = f"{r['dataset']} ({variant})" if variant else r["dataset"]
             out.append({**r, "chapter": path.stem, "dataset": dataset, "base": r["dataset"],
                         "variant": variant})

@@ -163,6 +163,16 @@ def test_capped_and_shared_runs_are_described_in_the_notes(tmp_path):
         assert "time cap" not in row and "H200" not in row, "long things stay out of the table"
 
 
+def test_each_seed_of_a_paired_comparison_keeps_its_own_row(tmp_path):
+    """Chapter 8.1 records one run per seed under one method name: every seed is shown, not
+    only the latest."""
+    rows = [_rec("MAML", "cpu", 81.6, seed=0), _rec("MAML", "cpu", 81.1, seed=1)]
+    _write(tmp_path, "08_1_x", rows)
+    section = _section(report.build(tmp_path), "08_1_x")
+    assert "seed 0" in section and "seed 1" in section
+    assert "81.6" in section and "81.1" in section
+
+
 def test_other_metrics_are_named_and_kept_out_of_the_accuracy_table(tmp_path):
     rows = [_rec("SGD optimizer", "cpu", 0.947, n_way=None, k_shot=None, metric="final_loss",
                  ci95=0.112),

@@ -59,6 +59,37 @@ def test_reptile_with_meta_step_one_lands_on_the_adapted_weights():
         assert float(_np(trainer.adam()[0])) == 3
 
 
+def test_independent_tasks_each_start_from_the_same_adam_state():
+    """With ``chain_adam=False`` two tasks adapt independently from the same state: the update
+    is the mean of two separate runs of ``adam_step``, and the state carried on is the mean of
+    their final states (the reference code's chained state would differ)."""
+    net = il.mlp(hidden=(8,), seed=1)
+    start = [ops.convert_to_tensor(np.array(_np(p), dtype="float32")) for p in net.params()]
+    trainer = reptile.make_trainer(net, reptile.regression_loss(net),
+                                   dict(inner_lr=0.01, meta_step=1.0, chain_adam=False))
+    tasks = reptile.sinusoid_sampler(np.random.default_rng(3), 2, 5, 3)(0)
+    trainer.step(tasks)
+    ends, states = [], []
+    for i in range(2):
+        fast, state = list(start), il.adam_state(start)
+        for j in range(3):
+            batch = {k: v[i, j] for k, v in tasks.items()}
+            _, g = il.value_and_grad(lambda p, b=batch, n=net: il.mse(b["y"], n(p, b["x"])),
+                                     fast)
+            fast, state = il.adam_step(fast, g, state, 0.01)
+        ends.append(fast)
+        states.append(state)
+    for k, (new, s0) in enumerate(zip(trainer.values(), start)):
+        want = _np(s0) + 0.5 * ((_np(ends[0][k]) - _np(s0)) + (_np(ends[1][k]) - _np(s0)))
+        np.testing.assert_allclose(_np(new), want, rtol=1e-4, atol=1e-6)
+    carried = trainer.adam()
+    assert float(_np(carried[0])) == 3
+    for k in range(1, len(carried)):
+        np.testing.assert_allclose(_np(carried[k]),
+                                   0.5 * (_np(states[0][k]) + _np(states[1][k])),
+                                   rtol=1e-4, atol=1e-8)
+
+
 def test_the_meta_step_anneals_linearly_to_its_final_value():
     net = il.mlp(hidden=(4,), seed=0)
     s = dict(inner_lr=0.01, meta_step=1.0, meta_step_final=0.0)
