@@ -43,6 +43,7 @@ METHOD_MODULES = (
     "siamese",  # 2.1
     "protonet_variants",  # 3.1's ablation and semi-supervised prototypes
     "relation_matching",  # 4.1
+    "pretrained",  # 4.2 the pretrained baseline: nearest centroid, logistic regression, ...
     "maml",  # 6.1 MAML, first-order MAML, ANIL, CAML, ADML (sinusoid and Omniglot)
     "meta_sgd",  # 7.1 Meta-SGD (sinusoid and Omniglot)
     "reptile",  # 7.2 Reptile (Omniglot, sinusoid, and its cost beside MAML's)

@@ -603,6 +603,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default=None, help="default: reproduction.md at the root")
     args = parser.parse_args(argv)
     root = repo_root() or Path.cwd()
+    from . import bookmap  # the other generated page, always at the root (not moved by --out)
     out = Path(args.out) if args.out else root / "reproduction.md"
     text = build(root / "results", root / "chapters")
     if args.check:
@@ -614,7 +615,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"figures missing: {', '.join(missing)}: run `python -m mlbook_utils.report`")
             return 1
         print(f"{out} is up to date")
-        return 0
+        return bookmap.update(root, check=True)
     out.write_text(text, encoding="utf-8")
     figure_dir = out.parent / FIGURES
     written = write_figures(figure_dir, root / "results", root / "chapters")
@@ -622,7 +623,7 @@ def main(argv: list[str] | None = None) -> int:
         if stale not in written:
             stale.unlink()
     print(f"wrote {out} and {len(written)} figures in {figure_dir}")
-    return 0
+    return bookmap.update(root)
 
 
 if __name__ == "__main__":

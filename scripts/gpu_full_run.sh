@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Every method of chapters 1 to 4 at `full` scale on the lent GPU machine (Python 3.12 + JAX, no
-# TensorFlow), in one call of about 8 minutes:
+# Every method of chapters 1 to 4 (and 4.2's pretrained baseline) at `full` scale on the lent
+# GPU machine (Python 3.12 + JAX, no TensorFlow), in one call of about 8 minutes:
 #   1. the protonet training-step benchmark, alone on the GPU;
 #   2. the headless runner for every method, all at once (the models are small: one of them
 #      alone leaves the GPU mostly idle), each with a cap on its training time.
@@ -36,7 +36,7 @@ timeout 150 python3 scripts/bench_protonet.py --mbs $BENCH_MBS --before \
 echo "benchmark: $(( $(date +%s) - start )) s"
 
 # 2. Every method at once; JAX must not grab most of the GPU's memory for each process.
-export XLA_PYTHON_CLIENT_PREALLOCATE=false MLBOOK_CONCURRENT_RUNS=8
+export XLA_PYTHON_CLIENT_PREALLOCATE=false MLBOOK_CONCURRENT_RUNS=9
 run() {  # run NAME ARGS...: the runner with its own results folder and log
   local name=$1; shift
   mkdir -p "$OUT/$name"
@@ -52,6 +52,7 @@ run matching-no-fce matching-no-fce --episodes 1000 --time-budget $(( BUDGET / 2
 run siamese siamese --time-budget $(( BUDGET / 3 ))
 run lstm lstm-meta-learner --time-budget $(( BUDGET / 2 ))
 run learned-optimizer learned-optimizer --time-budget "$BUDGET"
+run pretrained pretrained --episodes 1000 --time-budget "$BUDGET"
 wait
 echo "all methods: $(( $(date +%s) - start )) s"
 tail -n 3 "$OUT"/*/log.txt
