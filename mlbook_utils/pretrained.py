@@ -29,7 +29,8 @@ import time
 
 import numpy as np
 
-from . import registry  # noqa: F401 (used below)
+from . import registry
+from .metric import onehot as _onehot
 
 CHAPTER = "04_2_strong_baselines"
 DATASETS = ("omniglot", "faces", "audio")
@@ -136,10 +137,6 @@ def pretrain(model, dataset, *, epochs: int, batch_size: int = 64, seed: int = 0
 def l2_normalise(z: np.ndarray) -> np.ndarray:
     """Each feature vector (last axis) divided by its length."""
     return z / np.maximum(np.linalg.norm(z, axis=-1, keepdims=True), 1e-12)
-
-
-def _onehot(labels: np.ndarray, n_way: int) -> np.ndarray:
-    return (labels[..., None] == np.arange(n_way)).astype(np.float32)
 
 
 def _softmax(logits: np.ndarray) -> np.ndarray:
@@ -358,11 +355,8 @@ def dataset_settings(settings: dict, name: str) -> dict:
 
 def settings_by_dataset(settings: dict):
     """The settings of one scale as a ``pandas.DataFrame``, one column per data set."""
-    import pandas as pd
-
-    return pd.DataFrame({name: {k: v if isinstance(v, (int, float, str, bool, type(None)))
-                                else str(v) for k, v in dataset_settings(settings, name).items()}
-                         for name in settings["datasets"]})
+    return registry.settings_by_name({name: dataset_settings(settings, name)
+                                      for name in settings["datasets"]})
 
 
 def committed_results():

@@ -252,6 +252,19 @@ def settings_table(table: Mapping[str, dict]):
 
     from .config import scale as current_scale
 
-    rows = {s: {k: (v if isinstance(v, (int, float, str, bool, type(None))) else str(v))
-                for k, v in table[s].items()} for s in SCALES}
+    rows = {s: {k: _shown(v) for k, v in table[s].items()} for s in SCALES}
     return pd.DataFrame(rows).T.rename_axis(f"scale (this run: {current_scale()})")
+
+
+def _shown(value):
+    """A setting as a table shows it: plain values as they are, nested ones as text."""
+    return value if isinstance(value, (int, float, str, bool, type(None))) else str(value)
+
+
+def settings_by_name(settings: Mapping[str, dict]):
+    """The settings of one scale resolved per data set (``{name: settings}``) as a
+    ``pandas.DataFrame``, one column per data set; nested values are shown as text."""
+    import pandas as pd
+
+    return pd.DataFrame({name: {k: _shown(v) for k, v in ds.items()}
+                         for name, ds in settings.items()})

@@ -569,11 +569,8 @@ def dataset_settings(settings: dict, name: str) -> dict:
 
 def settings_by_dataset(settings: dict):
     """The settings of one scale as a ``pandas.DataFrame``, one column per data set."""
-    import pandas as pd
-
-    return pd.DataFrame({name: {k: v if isinstance(v, (int, float, str, bool, type(None)))
-                                else str(v) for k, v in dataset_settings(settings, name).items()}
-                         for name in DATASETS})
+    return registry.settings_by_name({name: dataset_settings(settings, name)
+                                      for name in DATASETS})
 
 
 def method_name(ds: dict, name: str) -> str:
