@@ -44,6 +44,8 @@ METHOD_MODULES = (
     "protonet_variants",  # 3.1's ablation and semi-supervised prototypes
     "relation_matching",  # 4.1
     "pretrained",  # 4.2 the pretrained baseline: nearest centroid, logistic regression, ...
+    "ntm",  # 5.1 Neural Turing Machine and an LSTM on the copy task
+    "mann",  # 5.2 memory-augmented neural network (LRUA) and an LSTM, one-shot Omniglot
     "maml",  # 6.1 MAML, first-order MAML, ANIL, CAML, ADML (sinusoid and Omniglot)
     "meta_sgd",  # 7.1 Meta-SGD (sinusoid and Omniglot)
     "reptile",  # 7.2 Reptile (Omniglot, sinusoid, and its cost beside MAML's)

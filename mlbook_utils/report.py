@@ -161,12 +161,17 @@ def _records(folder: Path) -> list[dict]:
     return out
 
 
+#: Record fields that qualify a measurement that is not an (n_way, k_shot) setting: the copy
+#: task's sequence length (5.1), the presentation of a class within an episode (5.2).
+QUALIFIERS = ("length", "instance")
+
+
 def _metric_label(rec: dict) -> str:
     metric = rec.get("metric") or "accuracy"
     if metric == "accuracy":
         task = rec.get("task")
-        return f"accuracy (%), {task}" if task else "accuracy (%)"
-    return metric
+        metric = f"accuracy (%), {task}" if task else "accuracy (%)"
+    return ", ".join([metric] + [f"{q} {rec[q]}" for q in QUALIFIERS if rec.get(q) is not None])
 
 
 def _is_accuracy_table(rec: dict) -> bool:

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Every method of chapters 1 to 4 (and 4.2's pretrained baseline) at `full` scale on the lent
+# Every method of chapters 1 to 4 (and 4.2's pretrained baseline, 5.1's NTM) at `full` scale on the lent
 # GPU machine (Python 3.12 + JAX, no TensorFlow), in one call of about 8 minutes:
 #   1. the protonet training-step benchmark, alone on the GPU;
 #   2. the headless runner for every method, all at once (the models are small: one of them
@@ -36,7 +36,7 @@ timeout 150 python3 scripts/bench_protonet.py --mbs $BENCH_MBS --before \
 echo "benchmark: $(( $(date +%s) - start )) s"
 
 # 2. Every method at once; JAX must not grab most of the GPU's memory for each process.
-export XLA_PYTHON_CLIENT_PREALLOCATE=false MLBOOK_CONCURRENT_RUNS=9
+export XLA_PYTHON_CLIENT_PREALLOCATE=false MLBOOK_CONCURRENT_RUNS=10
 run() {  # run NAME ARGS...: the runner with its own results folder and log
   local name=$1; shift
   mkdir -p "$OUT/$name"
@@ -53,6 +53,11 @@ run siamese siamese --time-budget $(( BUDGET / 3 ))
 run lstm lstm-meta-learner --time-budget $(( BUDGET / 2 ))
 run learned-optimizer learned-optimizer --time-budget "$BUDGET"
 run pretrained pretrained --episodes 1000 --time-budget "$BUDGET"
+run ntm ntm --time-budget "$BUDGET"
 wait
 echo "all methods: $(( $(date +%s) - start )) s"
 tail -n 3 "$OUT"/*/log.txt
+
+# 3. Chapter 5.1's question: is the NTM's step loop faster on the GPU than on a CPU (the
+#    chapter's CPU figures come from the same script with TensorFlow)?
+timeout 120 python3 scripts/bench_ntm.py --scale "$SCALE" 2>&1 | clean | tee "$OUT/bench_ntm.txt"

@@ -5,6 +5,11 @@ from pathlib import Path
 
 import pytest
 
+#: ``@pytest.mark.plumbing``: a test of the book's plumbing (the runner, resuming) that calls
+#: models whose every backend-specific part is tested on each backend elsewhere. ``make
+#: test-jax`` skips it (CI's JAX pass is its longest step); ``MLBOOK_JAX_ALL=1`` runs it there.
+PLUMBING = "plumbing"
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -39,3 +44,18 @@ def omniglot_test(data_dir):
     from mlbook_utils import data
 
     return data.load_omniglot("test")
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", f"{PLUMBING}: plumbing test, run on the default backend "
+                                       "only (see conftest.py)")
+
+
+def pytest_collection_modifyitems(config, items):
+    if os.environ.get("KERAS_BACKEND") != "jax" or os.environ.get("MLBOOK_JAX_ALL"):
+        return
+    skip = pytest.mark.skip(reason="plumbing test: run on the default backend (MLBOOK_JAX_ALL=1 "
+                                   "runs it on JAX too)")
+    for item in items:
+        if PLUMBING in item.keywords:
+            item.add_marker(skip)

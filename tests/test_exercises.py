@@ -115,6 +115,8 @@ def reference_solutions(stem: str) -> dict:
     ("03_1_prototypical_networks", "ch03_1.check_refine_prototypes", "my_refine_prototypes"),
     ("04_1_relation_matching_networks", "ch04_1.check_matching_probs", "my_matching_probs"),
     ("04_2_strong_baselines", "ch04_2.check_cosine_logits", "my_cosine_logits"),
+    ("05_1_neural_turing_machine", "ch05_1.check_shift_sharpen", "my_shift_sharpen"),
+    ("05_2_memory_augmented_networks", "ch05_2.check_lrua_write", "my_lrua_write"),
     ("06_1_learning_the_initialisation", "ch06_1.check_meta_gradient", "my_meta_gradient"),
     ("07_1_meta_sgd", "ch07_1.check_alpha_gradient", "my_alpha_gradient"),
     ("07_2_reptile", "ch07_2.check_reptile_step", "my_reptile_step"),
