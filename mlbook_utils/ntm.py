@@ -332,7 +332,7 @@ def train(model, settings: dict, *, name: str = "NTM", progress: bool = True) ->
 @registry.register("ntm", chapter=CHAPTER, settings=SETTINGS,
                    describe="Neural Turing Machine and an LSTM on the copy task (bits per "
                             "sequence, generalisation to longer sequences)",
-                   aliases={"train_episodes": "train_steps"})
+                   aliases={"train_episodes": "train_steps", "test_episodes": "test_sequences"})
 def experiment(settings: dict, *, tests=None, data=None, runner=None, progress=True):
     """Train the NTM, then the LSTM for the same number of updates (or the NTM's time, if the
     budget stopped it first), and test both on ``test_sequences`` fresh sequences of every
