@@ -50,6 +50,7 @@ METHOD_MODULES = (
     "meta_sgd",  # 7.1 Meta-SGD (sinusoid and Omniglot)
     "reptile",  # 7.2 Reptile (Omniglot, sinusoid, and its cost beside MAML's)
     "gradient_agreement",  # 8.1 gradient agreement with MAML and Reptile (controlled, seeds)
+    "concept_space",  # 9.4 learning in the concept space (DEML): protonet + concept discriminator
 )
 
 #: Settings keys with a meaning shared by every method; the runner's command-line flags map

@@ -16,10 +16,11 @@ shared GPUs, the papers' sources); and the other measurements (a metric other th
 as chapter 1.3's final loss, or an accuracy without an N-way K-shot setting, such as
 verification on pairs), each under its metric's name.
 
-The papers' figures, with their sources and status (C: confirmed against a secondary source; R:
-recalled, not yet checked against the paper's own text), are in ``published_results.csv`` beside
-this module. A record gets a paper's figure only when both its method and its data set match
-(:func:`paper_for`): an ORL-faces or FSDD record never gets an Omniglot figure.
+The papers' figures, with their sources and status (C: confirmed against the paper's own text
+or a later paper quoting it; R: not yet checked against the paper's own text), are in
+``published_results.csv`` beside this module. A record gets a paper's figure only when both its
+method and its data set match (:func:`paper_for`): an ORL-faces or FSDD record never gets an
+Omniglot figure.
 
 Figures: the same command writes one PNG per chapter that has something to compare into
 ``reproduction_figures/`` beside the page, and deletes the PNGs there that the page no longer
@@ -471,8 +472,9 @@ def build(folder: Path | None = None, chapters: Path | None = None) -> str:
             unique.append((paper, setting))
     if unique:
         lines += [
-            "Paper figures marked * were recalled and are **not yet confirmed** against the "
-            "paper's own text (status R):",
+            "Paper figures marked * are **not yet confirmed**: we could not check them against "
+            "the paper's own text with the sources we have (status R), so treat them as "
+            "approximate:",
             "",
         ]
         by_paper: dict[tuple, list] = {}
@@ -484,8 +486,9 @@ def build(folder: Path | None = None, chapters: Path | None = None) -> str:
             lines.append(f"- {source} ({key}, {dataset}): {listed}")
         lines += [
             "",
-            "The other paper figures were confirmed against a secondary source (status C). "
-            "Sources and status are kept in `mlbook_utils/published_results.csv`.",
+            "The other paper figures are confirmed (status C): against the paper's own text, or "
+            "against a later paper that quotes it where the source column says so. Sources and "
+            "status are kept in `mlbook_utils/published_results.csv`.",
         ]
     else:
         lines.append("Sources and status of the paper figures are kept in "

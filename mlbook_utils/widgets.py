@@ -133,3 +133,33 @@ def static_explorer(frames: dict, n_ways, k_shots, *, what=("episode",), start=N
         f"<script>{js}</script></div>"
     )
     return HTML(body)
+
+
+def explorer_frames_from(draw, first, second, *, dpi: int = 72) -> dict:
+    """Frames for :func:`static_explorer`: ``{(a, b): [PNG data URIs]}`` for every ``a`` in
+    ``first`` and ``b`` in ``second``. ``draw(a, b)`` returns a matplotlib figure or a list of
+    them; each is rendered at ``dpi`` and closed at once, so that a grid of frames never holds
+    many open figures."""
+    frames = {}
+    for a in first:
+        for b in second:
+            figs = draw(a, b)
+            figs = figs if isinstance(figs, (list, tuple)) else [figs]
+            frames[a, b] = [_png_data_uri(f, dpi=dpi) for f in figs]
+    return frames
+
+
+def explorer_frames(html) -> dict:
+    """What a :func:`static_explorer` switches between: its frames (lists of image data URIs)
+    by ``"first,second"`` key, read back from its HTML (an ``IPython.display.HTML`` or its text,
+    such as a notebook's stored output). Tests use it to check that moving a control changes
+    what is shown."""
+    import json
+    import re
+
+    text = getattr(html, "data", html)
+    found = re.search(r'<script type="application/json" class="mlx-frames">(.*?)</script>',
+                      text, re.S)
+    if found is None:
+        raise ValueError("no static explorer frames in this HTML")
+    return json.loads(found.group(1))

@@ -120,6 +120,8 @@ def reference_solutions(stem: str) -> dict:
     ("06_1_learning_the_initialisation", "ch06_1.check_meta_gradient", "my_meta_gradient"),
     ("07_1_meta_sgd", "ch07_1.check_alpha_gradient", "my_alpha_gradient"),
     ("07_2_reptile", "ch07_2.check_reptile_step", "my_reptile_step"),
+    ("08_1_gradient_agreement", "ch08_1.check_agreement_weights", "my_agreement_weights"),
+    ("09_4_concept_space", "ch09_4.check_joint_loss", "my_joint_loss"),
 ])
 def test_every_chapters_reference_solution_runs_alone_and_passes(stem, checker, name):
     import importlib
@@ -235,3 +237,150 @@ def test_cell_update_checker_catches_typical_mistakes():
         raise NotImplementedError
 
     assert "NotImplementedError" in ch01_4.check_cell_update(stub).problem
+
+
+# --------------------------------------------------------------------------------------------
+# The algorithm exercises of chapters 1.1, 1.2, 1.3 and 2.1: a piece of the learning algorithm
+# itself, checked on fixed cases and in a short real training or evaluation
+# --------------------------------------------------------------------------------------------
+
+
+def _fails_with(fb, *needles):
+    assert not fb.passed, str(fb)
+    text = str(fb)
+    for needle in needles:
+        assert needle in text, text
+
+
+def test_evaluation_loop_checker():
+    from mlbook_utils.exercises import ch01_1
+
+    fb = ch01_1.check_evaluate(ch01_1.reference_evaluate)
+    assert fb.passed and len(fb.passed_checks) == 3, str(fb)
+
+    def loop(predict, episodes, ci=lambda a: 1.96 * a.std(ddof=1) / np.sqrt(len(a)),
+             pick=np.argmax, batch=True):
+        accs = []
+        for ep in episodes:
+            args = (ep.support, ep.support_labels, ep.query)
+            scores = (predict(*(a[None] for a in args), ep.n_way)[0] if batch
+                      else predict(*args, ep.n_way))
+            accs.append(100.0 * np.mean(pick(scores, axis=-1) == ep.query_labels))
+        accs = np.asarray(accs)
+        return accs.mean(), ci(accs)
+
+    _fails_with(ch01_1.check_evaluate(lambda p, e: loop(p, e, ci=lambda a: 1.96 * a.std(ddof=1))),
+                "spread of single episodes", "sqrt(number of episodes)")
+    _fails_with(ch01_1.check_evaluate(
+        lambda p, e: loop(p, e, ci=lambda a: 1.96 * a.std(ddof=1) / np.sqrt(20 * len(a)))),
+        "number of *queries*")
+    _fails_with(ch01_1.check_evaluate(lambda p, e: loop(p, e, pick=np.argmin)), "arg-max")
+    _fails_with(ch01_1.check_evaluate(lambda p, e: loop(p, e, batch=False)), "batch axis")
+    _fails_with(ch01_1.check_evaluate(
+        lambda p, e: tuple(v / 100 for v in ch01_1.reference_evaluate(p, e))), "in %")
+    # ddof=0 is accepted too: the two differ by sqrt(n / (n - 1)), which is not the point here
+    assert ch01_1.check_evaluate(lambda p, e: loop(
+        p, e, ci=lambda a: 1.96 * a.std() / np.sqrt(len(a)))).passed
+
+
+def test_episode_loss_checker():
+    from keras import ops
+
+    from mlbook_utils.exercises import ch01_2
+
+    fb = ch01_2.check_episode_loss(ch01_2.reference_episode_loss)
+    assert fb.passed and len(fb.passed_checks) == 3, str(fb)
+
+    def loss(zs, ls, zq, lq, n_way, sign=-1.0, reduce=ops.mean):
+        onehot = ops.one_hot(ls, n_way)
+        protos = ops.matmul(ops.transpose(onehot), zs) / ops.sum(onehot, axis=0)[:, None]
+        d = ops.sum((zq[:, None, :] - protos[None]) ** 2, axis=-1)
+        return reduce(ops.sparse_categorical_crossentropy(lq, sign * d, from_logits=True))
+
+    _fails_with(ch01_2.check_episode_loss(lambda *a: loss(*a, sign=1.0)), "farthest")
+    _fails_with(ch01_2.check_episode_loss(lambda *a: loss(*a, reduce=ops.sum)), "*sum* of the")
+
+    def in_numpy(zs, ls, zq, lq, n_way):
+        zs, ls, zq, lq = (np.asarray(ops.convert_to_numpy(v)) for v in (zs, ls, zq, lq))
+        return ch01_2._np_episode_loss(zs, ls, zq, lq, n_way)
+
+    _fails_with(ch01_2.check_episode_loss(in_numpy), "keras.ops")
+
+
+def test_meta_loss_checker():
+    from keras import ops
+
+    from mlbook_utils import learned_optimizer as lo
+    from mlbook_utils.autodiff import value_and_grad
+    from mlbook_utils.exercises import ch01_3
+
+    fb = ch01_3.check_meta_loss(ch01_3.reference_meta_loss)
+    assert fb.passed and len(fb.passed_checks) == 3, str(fb)
+
+    def no_stop_gradient(opt_params, theta, state, problem, data, steps):
+        losses = []
+        for _ in range(steps):
+            _, (grad,) = value_and_grad(lambda p: ops.sum(problem.loss(p[0], data)), [theta])
+            update, state = lo.lstm_optimizer(opt_params, grad, state)
+            theta = theta + update
+            losses.append(problem.loss(theta, data))
+        return ops.mean(ops.sum(ops.stack(losses), axis=0)) / steps
+
+    _fails_with(ch01_3.check_meta_loss(no_stop_gradient), "stop_gradient(grad)")
+    for variant, needle in (("with f(theta_0)", "starts at f(theta_0)"),
+                            ("final only", "final loss"), ("minus", "theta + update"),
+                            ("fresh state", "forgets its LSTM state")):
+        fb = ch01_3.check_meta_loss(
+            lambda *a, v=variant: ch01_3._meta_loss_variant(*a, v))
+        _fails_with(fb, needle)
+
+
+def test_siamese_step_checker():
+    from mlbook_utils.exercises import ch02_1
+
+    fb = ch02_1.check_siamese_step(ch02_1.reference_siamese_step)
+    assert fb.passed and len(fb.passed_checks) == 2, str(fb)
+    for variant, needle in (("ascent", "*up* the gradient"), ("squared", "*squared* distance"),
+                            ("swapped", "same pairs as different")):
+        fb = ch02_1.check_siamese_step(
+            lambda p, e, x1, x2, s, lr, m=1.0, v=variant: ch02_1._step_variant(
+                p, e, x1, x2, s, lr, m, v))
+        _fails_with(fb, needle)
+
+    def loss_after_the_step(params, embed, x1, x2, same, lr, margin=1.0):
+        new, _ = ch02_1.reference_siamese_step(params, embed, x1, x2, same, lr, margin)
+        return new, ch02_1.reference_siamese_step(new, embed, x1, x2, same, 0.0, margin)[1]
+
+    _fails_with(ch02_1.check_siamese_step(loss_after_the_step), "*after* the step")
+
+
+@pytest.mark.parametrize("stem, checker, name", [
+    ("01_1_few_shot_episodes", "ch01_1.check_evaluate", "my_evaluate"),
+    ("01_2_metric_space", "ch01_2.check_episode_loss", "my_episode_loss"),
+    ("01_3_learned_optimizer", "ch01_3.check_meta_loss", "my_meta_loss"),
+    ("02_1_siamese_networks", "ch02_1.check_siamese_step", "my_siamese_step"),
+])
+def test_the_algorithm_exercises_reference_solutions_run_alone_and_pass(stem, checker, name):
+    """The notebooks' second reference solutions, pasted into an empty namespace, pass; and the
+    notebooks' exercise cells call the checkers on a stub that raises NotImplementedError."""
+    import importlib
+
+    module, fn = checker.split(".")
+    check = getattr(importlib.import_module(f"mlbook_utils.exercises.{module}"), fn)
+    fb = check(reference_solutions(stem)[name])
+    assert fb.passed, str(fb)
+    nb = json.loads((ROOT / "chapters" / f"{stem}.ipynb").read_text(encoding="utf-8"))
+    code = ["".join(c["source"]) for c in nb["cells"] if c["cell_type"] == "code"]
+    assert any(f"{fn}({name})" in c and "raise NotImplementedError" in c for c in code), stem
+
+
+def test_joint_loss_checker_catches_typical_mistakes():
+    from mlbook_utils.exercises import ch09_4
+
+    assert ch09_4.check_joint_loss(ch09_4.reference_joint_loss).passed
+    _fails_with(ch09_4.check_joint_loss(ch09_4._lambda_on_episode), "lambda multiplies")
+    _fails_with(ch09_4.check_joint_loss(ch09_4._sum_not_mean), "summed")
+    _fails_with(ch09_4.check_joint_loss(ch09_4._argmin_distance), "negated the scores")
+    _fails_with(ch09_4.check_joint_loss(ch09_4._unstable), "exp overflows")
+    _fails_with(ch09_4.check_joint_loss(lambda *a: None), "returned None")
+
