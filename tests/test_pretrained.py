@@ -95,7 +95,9 @@ def test_finetuning_starts_as_nearest_centroid_and_leaves_the_weights_alone(smal
         return -np.take_along_axis(logp, ys[..., None], -1).mean()
 
     start = pt.make_finetuner(small_net, steps=0, lr=1e-3, scale=10.0)(support, ys, support, 3)
-    tuned = pt.make_finetuner(small_net, steps=20, lr=1e-2, scale=10.0)(support, ys, support, 3)
+    # Adam at 1e-2 on every weight of this 8-filter net overshoots (the support loss rose from
+    # 0.86 to 0.95 in a clean clone on 2026-12-04); 3e-3 lowers it to 0.11.
+    tuned = pt.make_finetuner(small_net, steps=20, lr=3e-3, scale=10.0)(support, ys, support, 3)
     assert support_loss(tuned) < 0.8 * support_loss(start), "fine-tuning lowers the support loss"
     for b, v in zip(before, small_net.variables):
         np.testing.assert_array_equal(b, v.numpy())
