@@ -336,7 +336,7 @@ SETTINGS = {
     scale: dict(datasets=DATASETS, epochs=dict(zip(DATASETS, epochs)), time_budget_s=budget,
                 test_episodes=tests, finetune_episodes=finetune, val_episodes=val, **_FIXED)
     for scale, epochs, budget, tests, finetune, val in (
-        ("quick", (1, 20, 10), dict(omniglot=15, faces=6, audio=6), 100, 20, 100),
+        ("quick", (1, 20, 10), dict(omniglot=40, faces=6, audio=6), 100, 20, 100),
         ("cpu", (5, 60, 30), dict(omniglot=420, faces=60, audio=60), 1000, 200, 300),
         # Omniglot: Chen et al.'s author stopped "within 5 epochs" (it overfits; issue #14 of
         # wyharveychen/CloserLookFewShot), so the full scale does too.
