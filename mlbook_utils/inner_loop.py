@@ -736,7 +736,9 @@ class ReptileTrainer(_Trainer):
 def step_memory_mib(trainer, tasks: dict) -> dict:
     """The memory one meta-step of ``trainer`` needs, in MiB: on TensorFlow the peak of its
     allocator during the step above what was allocated before it (``kind: "TensorFlow peak"``);
-    on JAX, XLA's account of the compiled step's temporary buffers (``kind: "XLA temp"``)."""
+    on JAX, XLA's account of the compiled step's temporary buffers (``kind: "XLA temp"``). Where
+    TensorFlow keeps no statistics for the CPU's allocator, ``mib`` is NaN (``kind: "not
+    measured"``)."""
     from keras import ops
 
     if trainer.backend == "jax":
@@ -749,8 +751,11 @@ def step_memory_mib(trainer, tasks: dict) -> dict:
     import tensorflow as tf
 
     float(ops.convert_to_numpy(trainer.step(tasks)))  # compiled before measuring
-    tf.config.experimental.reset_memory_stats("CPU:0")
-    before = tf.config.experimental.get_memory_info("CPU:0")["current"]
+    try:
+        tf.config.experimental.reset_memory_stats("CPU:0")
+        before = tf.config.experimental.get_memory_info("CPU:0")["current"]
+    except ValueError:  # some TensorFlow builds keep no allocator statistics for the CPU
+        return {"mib": float("nan"), "kind": "not measured"}
     float(ops.convert_to_numpy(trainer.step(tasks)))
     peak = tf.config.experimental.get_memory_info("CPU:0")["peak"]
     return {"mib": round((peak - before) / 2**20, 1), "kind": "TensorFlow peak"}
