@@ -19,6 +19,7 @@ import functools
 import os
 import platform
 import random
+import sys
 from pathlib import Path
 from typing import TypeVar
 
@@ -78,9 +79,16 @@ def task_parallel_threads() -> str:
     TensorFlow fixes its thread pools when it starts, so this must run before it does (the
     chapter calls it in its first cell; the runner before any method that asks for it). Nothing
     changes on another backend or when the user has set the threads (``TF_NUM_INTEROP_THREADS``,
-    ``TF_NUM_INTRAOP_THREADS``). Imports TensorFlow. Returns what it did."""
+    ``TF_NUM_INTRAOP_THREADS``). Imports TensorFlow. Returns what it did.
+
+    It also asks TensorFlow for its BFC allocator on the CPU (``TF_CPU_ALLOCATOR_USE_BFC``,
+    unless the user set it), the one allocator that keeps the statistics
+    :func:`inner_loop.step_memory_mib` reads: without it, chapter 7.2's memory of a meta-step
+    cannot be measured on a CPU."""
     if backend() != "tensorflow":
         return f"threads: the {backend()} backend's defaults"
+    if "tensorflow" not in sys.modules:
+        os.environ.setdefault("TF_CPU_ALLOCATOR_USE_BFC", "true")
     inter, intra = "TF_NUM_INTEROP_THREADS", "TF_NUM_INTRAOP_THREADS"
     if inter in os.environ or intra in os.environ:
         return f"threads: as set ({inter}={os.environ.get(inter)}, {intra}={os.environ.get(intra)})"
