@@ -121,6 +121,8 @@ def reference_solutions(stem: str) -> dict:
     ("07_1_meta_sgd", "ch07_1.check_alpha_gradient", "my_alpha_gradient"),
     ("07_2_reptile", "ch07_2.check_reptile_step", "my_reptile_step"),
     ("08_1_gradient_agreement", "ch08_1.check_agreement_weights", "my_agreement_weights"),
+    ("09_1_task_agnostic", "ch09_1.check_taml_objective", "my_taml_objective"),
+    ("09_3_cactus", "ch09_3.check_lloyd_step", "my_lloyd_step"),
     ("09_4_concept_space", "ch09_4.check_joint_loss", "my_joint_loss"),
 ])
 def test_every_chapters_reference_solution_runs_alone_and_passes(stem, checker, name):
@@ -384,3 +386,37 @@ def test_joint_loss_checker_catches_typical_mistakes():
     _fails_with(ch09_4.check_joint_loss(ch09_4._unstable), "exp overflows")
     _fails_with(ch09_4.check_joint_loss(lambda *a: None), "returned None")
 
+
+def test_taml_objective_checker_catches_typical_mistakes():
+    from mlbook_utils.exercises import ch09_1
+
+    assert ch09_1.check_taml_objective(ch09_1.reference_taml_objective).passed
+    _fails_with(ch09_1.check_taml_objective(ch09_1._over_sum), "divided the losses by their sum")
+    _fails_with(ch09_1.check_taml_objective(ch09_1._log_of_loss), "log of the loss itself")
+    _fails_with(ch09_1.check_taml_objective(ch09_1._on_adapted), "adapted losses")
+    _fails_with(ch09_1.check_taml_objective(ch09_1._sum_of_losses), "summed the adapted")
+    _fails_with(ch09_1.check_taml_objective(lambda *a: None), "returned None")
+
+
+def test_lloyd_step_checker_catches_typical_mistakes():
+    import numpy as np
+
+    from mlbook_utils.exercises import ch09_3
+
+    assert ch09_3.check_lloyd_step(ch09_3.reference_lloyd_step).passed
+    _fails_with(ch09_3.check_lloyd_step(ch09_3._farthest), "farthest centre")
+
+    def sums(points, centres):
+        labels, _ = ch09_3.reference_lloyd_step(points, centres)
+        new = np.stack([points[labels == j].sum(0) if (labels == j).any() else centres[j]
+                        for j in range(len(centres))])
+        return labels, new
+
+    _fails_with(ch09_3.check_lloyd_step(sums), "sums of their points")
+
+    def nan_empty(points, centres):
+        labels, _ = ch09_3.reference_lloyd_step(points, centres)
+        return labels, np.stack([points[labels == j].mean(0) for j in range(len(centres))])
+
+    _fails_with(ch09_3.check_lloyd_step(nan_empty), "not finite")
+    _fails_with(ch09_3.check_lloyd_step(lambda p, c: None), "returned None")
