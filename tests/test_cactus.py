@@ -48,6 +48,7 @@ def test_as_dataset_makes_pseudo_classes():
     assert ds.n_classes == 3 and ds.class_names[2] == "cluster 2"
 
 
+@pytest.mark.plumbing  # the experiment's bookkeeping; the steps are tested on every backend
 def test_a_short_run_records_every_arm_and_the_paired_differences(omniglot_test, tmp_path,
                                                                    monkeypatch):
     pytest.importorskip("keras")

@@ -99,6 +99,7 @@ def test_the_entropy_arm_raises_the_initial_entropy_on_classification():
     assert ents["entropy"] > ents["maml"] + 0.2, ents
 
 
+@pytest.mark.plumbing  # the experiment's bookkeeping; the steps are tested on every backend
 def test_the_omniglot_experiment_records_every_arm_and_the_paired_differences(
         omniglot_train, omniglot_test, tmp_path, monkeypatch):
     monkeypatch.setenv("MLBOOK_RESULTS", str(tmp_path))
@@ -117,6 +118,7 @@ def test_the_omniglot_experiment_records_every_arm_and_the_paired_differences(
     assert out.extra["paired", "theil"][0] == pytest.approx(np.mean(d), abs=1e-6)
 
 
+@pytest.mark.plumbing  # the experiment's bookkeeping; the steps are tested on every backend
 def test_the_sinusoid_experiment_chooses_lambda_on_validation_tasks(tmp_path, monkeypatch):
     monkeypatch.setenv("MLBOOK_RESULTS", str(tmp_path))
     s = registry.settings_at(taml.SINUSOID_SETTINGS, "quick", meta_steps=3, test_tasks=10,
