@@ -41,7 +41,7 @@ lint: $(BIN)/.installed
 	$(BIN)/ruff check mlbook_utils tests chapters $(wildcard scripts)
 
 unit: $(BIN)/.installed
-	$(BIN)/python -m pytest tests --ignore=tests/browser
+	$(BIN)/python -m pytest tests --ignore=tests/browser --durations=25
 
 # What a reader's (Colab's) non-editable `pip install` gets: build the wheel, install it into a
 # fresh venv, import every submodule, run the exercise cells and chapter 2.1 (quick) outside the
@@ -92,7 +92,7 @@ $(JAX_VENV)/bin/.installed: requirements-jax.txt pyproject.toml
 	touch $@
 
 test-jax: $(JAX_VENV)/bin/.installed
-	KERAS_BACKEND=jax $(JAX_VENV)/bin/python -m pytest tests --ignore=tests/browser
+	KERAS_BACKEND=jax $(JAX_VENV)/bin/python -m pytest tests --ignore=tests/browser --durations=25
 
 clean:
 	rm -rf _build
