@@ -51,37 +51,35 @@ def test_seed_everything_reproduces_numpy_and_keras():
         np.testing.assert_array_equal(x, y)
 
 
-def test_task_parallel_threads_sets_tensorflows_pools_before_it_starts():
+def _fresh_tensorflow_process(code: str) -> str:
+    """Run ``code`` in a new Python with TensorFlow as the backend and none of the variables
+    that ``task_parallel_threads`` leaves alone when set: its standard output."""
     import subprocess
     import sys
 
     pytest.importorskip("tensorflow")
-    code = ("import os; from mlbook_utils import config; print(config.task_parallel_threads()); "
-            "import tensorflow as tf; "
-            "print(tf.config.threading.get_inter_op_parallelism_threads(), "
-            "tf.config.threading.get_intra_op_parallelism_threads())")
     env = {k: v for k, v in os.environ.items()
-           if k not in ("TF_NUM_INTEROP_THREADS", "TF_NUM_INTRAOP_THREADS")}
+           if k not in ("TF_NUM_INTEROP_THREADS", "TF_NUM_INTRAOP_THREADS",
+                        "TF_CPU_ALLOCATOR_USE_BFC")}
     env["KERAS_BACKEND"] = "tensorflow"
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
-                         check=True).stdout.split("\n")
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
+                          check=True).stdout
+
+
+def test_task_parallel_threads_sets_tensorflows_pools_before_it_starts():
+    out = _fresh_tensorflow_process(
+        "from mlbook_utils import config; print(config.task_parallel_threads()); "
+        "import tensorflow as tf; "
+        "print(tf.config.threading.get_inter_op_parallelism_threads(), "
+        "tf.config.threading.get_intra_op_parallelism_threads())").split("\n")
     assert "inter-op" in out[0]
     assert out[1].split() == [str(os.cpu_count()), "1"]
 
 
 def test_task_parallel_threads_keeps_cpu_allocator_statistics_for_step_memory():
-    import subprocess
-    import sys
-
-    pytest.importorskip("tensorflow")
-    code = ("from mlbook_utils import config; config.task_parallel_threads(); "
-            "import tensorflow as tf; tf.config.experimental.reset_memory_stats('CPU:0'); "
-            "x = tf.ones((256, 1024)); y = tf.matmul(x, x, transpose_b=True); "
-            "print(tf.config.experimental.get_memory_info('CPU:0')['peak'])")
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("TF_NUM_INTEROP_THREADS", "TF_NUM_INTRAOP_THREADS",
-                        "TF_CPU_ALLOCATOR_USE_BFC")}
-    env["KERAS_BACKEND"] = "tensorflow"
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
-                         check=True).stdout.split()
+    out = _fresh_tensorflow_process(
+        "from mlbook_utils import config; config.task_parallel_threads(); "
+        "import tensorflow as tf; tf.config.experimental.reset_memory_stats('CPU:0'); "
+        "x = tf.ones((256, 1024)); y = tf.matmul(x, x, transpose_b=True); "
+        "print(tf.config.experimental.get_memory_info('CPU:0')['peak'])").split()
     assert int(out[-1]) >= 256 * 1024 * 4  # at least the 1 MiB input was counted

@@ -185,8 +185,8 @@ def test_page(browser, server, repository, rel):
         raw = re.findall(r".{0,30}(?:" + RAW_LATEX + r").{0,30}", page.evaluate(PAGE_TEXT))
         assert not raw, f"raw LaTeX on the page: {raw[:5]}"
 
-        # Kernel-free controls: moving either control (n_way and k_shot, or a chapter's own pair,
-        # such as the setting and the model) changes the figure and shows the new value.
+        # Kernel-free controls: moving either control (n_way and k_shot, or the pair of controls a
+        # chapter's explorer names itself) changes the figure and shows the new value.
         for explorer in page.locator(".mlbook-static-explorer").all():
             for control in ("n-way", "k-shot"):
                 before = explorer.locator("img.mlx-frame").first.get_attribute("src")
