@@ -251,14 +251,17 @@ def run_fields(runner: str | None) -> dict:
 
 
 def settings_table(table: Mapping[str, dict]):
-    """The settings of every scale as a ``pandas.DataFrame`` (one row per scale), for the
-    notebooks to display; nested values are shown as text."""
+    """The settings of every scale as a ``pandas.DataFrame`` for the notebooks to display: one
+    row per setting, one column per scale (the scale of this run marked), so that the table
+    stays narrow at the book's column width and on a phone; nested values are shown as text."""
     import pandas as pd
 
     from .config import scale as current_scale
 
-    rows = {s: {k: _shown(v) for k, v in table[s].items()} for s in SCALES}
-    return pd.DataFrame(rows).T.rename_axis(f"scale (this run: {current_scale()})")
+    here = current_scale()
+    columns = {f"{s} (this run)" if s == here else s: {k: _shown(v) for k, v in table[s].items()}
+               for s in SCALES}
+    return pd.DataFrame(columns).rename_axis("setting")
 
 
 def _shown(value):

@@ -35,3 +35,26 @@ def test_a_quick_run_is_not_accepted_as_stored_output(tmp_path):
     path = tmp_path / "quick.ipynb"
     nbformat.write(nb, str(path))
     assert any("not cpu or full" in p for p in nbtools.problems(path))
+
+
+def test_a_stale_settings_table_is_detected_and_refreshed(tmp_path):
+    """A settings change leaves the code cells alone but stales the stored table."""
+    source = next(p for p in CHAPTERS if p.stem.startswith("06_1"))
+    nb = nbformat.read(str(source), as_version=4)
+    cells = [i for i, _ in nbtools.settings_tables(nb)]
+    assert cells, "chapter 6.1 shows its settings tables"
+    result = nbtools._stored_result(nb.cells[cells[0]])
+    result["data"]["text/html"] = result["data"]["text/html"].replace("1200", "8", 1)
+    path = tmp_path / "stale.ipynb"
+    nbformat.write(nb, str(path))
+    assert any(f"cell {cells[0]}'s stored settings table" in p for p in nbtools.problems(path))
+    assert nbtools.refresh_settings_tables(path) == [cells[0]]
+    assert not nbtools.problems(path)
+
+
+def test_settings_tables_have_a_column_per_scale():
+    from mlbook_utils import maml, registry
+
+    table = registry.settings_table(maml.SINUSOID_SETTINGS)
+    assert len(table.columns) == len(registry.SCALES)
+    assert "meta_steps" in table.index
