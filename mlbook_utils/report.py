@@ -376,12 +376,19 @@ def _accuracy_table(ch: Chapter, default_dataset: str | None,
     return lines, recalled
 
 
+def _natural(text: str) -> tuple:
+    """A sort key that orders the numbers inside ``text`` by value ("length 20" before
+    "length 100")."""
+    return tuple((0, int(part), "") if part.isdigit() else (1, 0, part.casefold())
+                 for part in re.split(r"(\d+)", text))
+
+
 def _other_tables(ch: Chapter) -> list[str]:
     lines = []
     by_metric: dict[str, list[Group]] = defaultdict(list)
     for g in ch.other:
         by_metric[g.metric].append(g)
-    for metric in sorted(by_metric):
+    for metric in sorted(by_metric, key=_natural):
         groups = by_metric[metric]
         lower = any(w in metric.lower() for w in ("loss", "mse", "error"))
         datasets = sorted({g.dataset for g in groups}, key=str.casefold)

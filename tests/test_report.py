@@ -239,3 +239,9 @@ def test_published_figures_ship_with_the_package():
     papers = report.published()
     assert all(status in ("C", "R") for p in papers.values() for _, status in p.figures.values())
     assert {p.source for p in papers.values()} >= {"Snell et al. 2017", "Sung et al. 2018"}
+
+
+def test_metrics_sort_by_the_numbers_in_their_names():
+    names = ["bit_error, length 100", "bit_error, length 20", "bit_error, length 10", "accuracy"]
+    assert sorted(names, key=report._natural) == [
+        "accuracy", "bit_error, length 10", "bit_error, length 20", "bit_error, length 100"]
