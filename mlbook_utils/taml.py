@@ -60,10 +60,11 @@ OMNIGLOT_SETTINGS = {
 #: Adam 1e-3), ``meta_steps`` steps per model. The Theil arm's weight is chosen from
 #: ``lambdas`` on ``val_tasks`` validation tasks (seed 0, a sampling seed of their own), then
 #: both arms train with every seed and are tested on the same ``test_tasks`` tasks (MSE after
-#: one step).
+#: one step). ``xla`` compiles each meta-step with XLA (a few times faster per step; the unit
+#: tests, which train a few steps, turn it off).
 SINUSOID_SETTINGS = {
     scale: dict(k_shot=10, seeds=seeds, meta_steps=steps, meta_batch_size=25, inner_lr=0.01,
-                meta_lr=1e-3, lambdas=lambdas, val_tasks=val, val_seed=7,
+                meta_lr=1e-3, lambdas=lambdas, val_tasks=val, val_seed=7, xla=True,
                 time_budget_s=None, test_tasks=tasks, test_query=100,
                 test_seed=registry.TEST_SEED)
     for scale, seeds, steps, lambdas, val, tasks in (
@@ -295,7 +296,7 @@ def train_sinusoid(s: dict, arm: str, lam: float, seed: int, *, progress=True,
         stats = task_stats(fresh, inner_lr=s["inner_lr"], inner_steps=1, loss=il.mse,
                            classification=False)
         cache[arm, lam] = (fresh, TamlTrainer(fresh.variables, stats, _adam(s["meta_lr"]),
-                                              arm=arm, lam=lam, xla=True))
+                                              arm=arm, lam=lam, xla=s["xla"]))
     net, trainer = cache[arm, lam]
     trainer.reset(fresh.params())
     rng = np.random.default_rng(seed)

@@ -5,9 +5,11 @@ from pathlib import Path
 
 import pytest
 
-#: ``@pytest.mark.plumbing``: a test of the book's plumbing (the runner, resuming) that calls
-#: models whose every backend-specific part is tested on each backend elsewhere. ``make
-#: test-jax`` skips it (CI's JAX pass is its longest step); ``MLBOOK_JAX_ALL=1`` runs it there.
+#: ``@pytest.mark.plumbing``: a test of the book's plumbing (the runner, resuming, an
+#: experiment's records and paired differences) that calls models whose every backend-specific
+#: part (the steps, the gradients) is tested on each backend elsewhere. ``make test-jax`` skips
+#: it (compiling those models again on JAX was most of CI's JAX pass); ``MLBOOK_JAX_ALL=1``
+#: runs it there.
 PLUMBING = "plumbing"
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -58,6 +58,7 @@ def test_the_joint_loss_adds_lambda_times_the_discriminators_cross_entropy():
         assert got == pytest.approx(base + lam * ce, rel=1e-5)
 
 
+@pytest.mark.plumbing  # the experiment's bookkeeping; its steps are tested on every backend
 def test_a_short_run_records_every_arm_and_seed(omniglot_train, omniglot_test, tmp_path,
                                                 monkeypatch):
     monkeypatch.setenv("MLBOOK_RESULTS", str(tmp_path))

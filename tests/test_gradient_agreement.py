@@ -62,6 +62,7 @@ def test_the_noisy_sampler_shuffles_only_the_last_tasks_labels(omniglot_test):
     assert sorted(noisy["yq"][3]) == sorted(clean["yq"][3])  # the same labels, shuffled
 
 
+@pytest.mark.plumbing  # the experiment's bookkeeping; its steps are tested on every backend
 def test_the_sinusoid_experiment_pairs_the_arms_over_seeds(tmp_path, monkeypatch):
     monkeypatch.setenv("MLBOOK_RESULTS", str(tmp_path))
     s = registry.settings_at(ga.SINUSOID_SETTINGS, "quick", maml_steps=3, reptile_steps=3,

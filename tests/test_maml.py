@@ -16,6 +16,7 @@ def _records(tmp_path):
             .splitlines()]
 
 
+@pytest.mark.plumbing  # the experiment's bookkeeping; its steps are tested on every backend
 @pytest.mark.parametrize("name", ["caml", "adml"])
 def test_an_omniglot_method_end_to_end(name, data_dir, tmp_path, monkeypatch):
     pytest.importorskip("keras")
@@ -46,6 +47,7 @@ def test_an_omniglot_method_end_to_end(name, data_dir, tmp_path, monkeypatch):
         assert [r["snapshot_s"] for r in clean if "after" in r["method"]] == [0.0]
 
 
+@pytest.mark.plumbing  # the experiment's bookkeeping; its steps are tested on every backend
 def test_the_sinusoid_experiment_end_to_end(tmp_path, monkeypatch):
     pytest.importorskip("keras")
     from mlbook_utils import maml

@@ -49,6 +49,7 @@ def test_the_inner_step_scales_each_gradient_by_its_own_rate():
                                    atol=1e-6)
 
 
+@pytest.mark.plumbing  # the experiment's bookkeeping; its steps are tested on every backend
 def test_the_sinusoid_experiment_pairs_the_two_methods_on_the_same_tasks(tmp_path, monkeypatch):
     monkeypatch.setenv("MLBOOK_RESULTS", str(tmp_path))
     s = registry.settings_at(meta_sgd.SINUSOID_SETTINGS, "quick", test_tasks=20, meta_steps=4,

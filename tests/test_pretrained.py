@@ -115,6 +115,7 @@ def test_pretraining_learns_and_stops_at_its_budget(omniglot_test):
     assert short["epochs"] < 1000 and short["wall_s"] < 30
 
 
+@pytest.mark.plumbing  # the experiment's bookkeeping; its steps are tested on every backend
 def test_the_experiment_records_every_classifier_with_its_cost(tmp_path, monkeypatch):
     from mlbook_utils import evaluation, registry
 

@@ -131,6 +131,7 @@ def test_the_omniglot_sampler_cuts_each_tasks_images_into_minibatches(omniglot_t
         assert len(set(classes)) == 5
 
 
+@pytest.mark.plumbing  # the experiment's bookkeeping; its steps are tested on every backend
 def test_reptile_on_omniglot_end_to_end(data_dir, tmp_path, monkeypatch):
     monkeypatch.setenv("MLBOOK_RESULTS", str(tmp_path))
     s = registry.settings_at(reptile.SETTINGS, "quick", test_episodes=4, meta_steps=3,

@@ -103,17 +103,20 @@ def test_the_entropy_arm_raises_the_initial_entropy_on_classification():
 def test_the_omniglot_experiment_records_every_arm_and_the_paired_differences(
         omniglot_train, omniglot_test, tmp_path, monkeypatch):
     monkeypatch.setenv("MLBOOK_RESULTS", str(tmp_path))
+    # Two of the three arms (each arm compiles its own second-order step, the slow part); the
+    # entropy arm's step is tested above.
+    arms = ("maml", "theil")
     s = registry.settings_at(taml.OMNIGLOT_SETTINGS, "quick", meta_steps=2, test_episodes=4,
-                             seeds=(0, 1), diag_tasks=4)
+                             seeds=(0, 1), diag_tasks=4, arms=arms)
     out = taml.omniglot_experiment(s, data={"train": omniglot_train, "test": omniglot_test},
                                    progress=False)
     acc = [r for r in out.records if r["metric"] == "accuracy"]
     assert {(r["method"], r["seed"]) for r in acc} == {
-        (taml.NAMES[a], sd) for a in taml.ARMS for sd in (0, 1)}
+        (taml.NAMES[a], sd) for a in arms for sd in (0, 1)}
     assert all(0 <= r["value"] <= 100 and r["train_meta_steps"] == 2 for r in acc)
     assert all(0 <= r["initial_entropy"] <= np.log(5) + 1e-4 for r in acc)
     paired = [r for r in out.records if r["metric"] == "accuracy_difference"]
-    assert len(paired) == 2 and all(r["episodes"] == 2 for r in paired)
+    assert len(paired) == 1 and all(r["episodes"] == 2 for r in paired)
     d = [out.results["theil", sd].accuracy - out.results["maml", sd].accuracy for sd in (0, 1)]
     assert out.extra["paired", "theil"][0] == pytest.approx(np.mean(d), abs=1e-6)
 
@@ -122,7 +125,7 @@ def test_the_omniglot_experiment_records_every_arm_and_the_paired_differences(
 def test_the_sinusoid_experiment_chooses_lambda_on_validation_tasks(tmp_path, monkeypatch):
     monkeypatch.setenv("MLBOOK_RESULTS", str(tmp_path))
     s = registry.settings_at(taml.SINUSOID_SETTINGS, "quick", meta_steps=3, test_tasks=10,
-                             val_tasks=10, seeds=(0, 1), lambdas=(0.1, 1.0))
+                             val_tasks=10, seeds=(0, 1), lambdas=(0.1, 1.0), xla=False)
     out = taml.sinusoid_experiment(s, progress=False)
     assert set(out.extra["val"]) == {0.0, 0.1, 1.0}
     best = out.extra["best_lambda"]
