@@ -48,9 +48,11 @@ OMNIGLOT_SETTINGS = {
 #: Sinusoids at K = 10: MAML (chapter 6.1's settings: 25 tasks per meta-step, one step at 0.01)
 #: and Reptile (chapter 7.2's: 5 tasks, 8 Adam steps), ``meta_steps`` steps each, every seed in
 #: both arms, tested on the same 1000 tasks (MSE after one step of each method's own inner
-#: optimizer).
+#: optimizer). ``xla`` compiles MAML's meta-step with XLA (the unit tests, which train a few
+#: steps, turn it off).
 SINUSOID_SETTINGS = {
     scale: dict(k_shot=10, seeds=seeds, maml_steps=maml_steps, reptile_steps=reptile_steps,
+                xla=True,
                 maml=dict(meta_batch_size=25, inner_lr=0.01, meta_lr=1e-3),
                 reptile=dict(reptile.SINUSOID_SETTINGS["cpu"]),
                 time_budget_s=None, test_tasks=tasks, test_query=100,
@@ -226,7 +228,7 @@ def sinusoid_experiment(settings: dict, *, tests=None, data=None, runner=None,
                         trainer = il.MetaTrainer(
                             fresh.variables, maml.maml_task_loss(fresh, inner_lr=m["inner_lr"],
                                                                  inner_steps=1, loss=il.mse),
-                            _adam(m["meta_lr"]), xla=True, combine=combine_for(arm))
+                            _adam(m["meta_lr"]), xla=s["xla"], combine=combine_for(arm))
                     else:
                         trainer = reptile.make_trainer(fresh, reptile.regression_loss(fresh),
                                                        s["reptile"], combine=combine_for(arm))

@@ -66,7 +66,7 @@ def test_the_noisy_sampler_shuffles_only_the_last_tasks_labels(omniglot_test):
 def test_the_sinusoid_experiment_pairs_the_arms_over_seeds(tmp_path, monkeypatch):
     monkeypatch.setenv("MLBOOK_RESULTS", str(tmp_path))
     s = registry.settings_at(ga.SINUSOID_SETTINGS, "quick", maml_steps=3, reptile_steps=3,
-                             test_tasks=10, seeds=(0, 1))
+                             test_tasks=10, seeds=(0, 1), xla=False)
     out = ga.sinusoid_experiment(s, progress=False)
     paired = [r for r in out.records if r["metric"] == "mse_difference"]
     assert [r["episodes"] for r in paired] == [2, 2]
