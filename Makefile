@@ -59,7 +59,7 @@ wheel-check: $(BIN)/.installed
 NOTEBOOKS_A := $(filter $(addprefix chapters/,06_1_learning_the_initialisation.ipynb \
 	04_2_strong_baselines.ipynb 05_1_neural_turing_machine.ipynb 01_1_few_shot_episodes.ipynb \
 	01_3_learned_optimizer.ipynb 02_1_siamese_networks.ipynb 04_1_relation_matching_networks.ipynb \
-	09_1_task_agnostic.ipynb),$(CHAPTERS))
+	09_1_task_agnostic.ipynb 09_2_meta_imitation.ipynb),$(CHAPTERS))
 NOTEBOOKS_B := $(filter-out $(NOTEBOOKS_A),$(CHAPTERS))
 NBVAL := MLBOOK_SCALE=quick TQDM_DISABLE=1 TF_CPP_MIN_LOG_LEVEL=2 $(BIN)/python -m pytest --nbval-lax -p no:cacheprovider --durations=20
 

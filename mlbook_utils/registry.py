@@ -51,6 +51,7 @@ METHOD_MODULES = (
     "reptile",  # 7.2 Reptile (Omniglot, sinusoid, and its cost beside MAML's)
     "gradient_agreement",  # 8.1 gradient agreement with MAML and Reptile (controlled, seeds)
     "taml",  # 9.1 task-agnostic meta learning (entropy, Theil) against MAML (controlled, seeds)
+    "meta_imitation",  # 9.2 one-shot imitation: MAML on behaviour cloning in a 2-D world
     "cactus",  # 9.3 CACTUs: autoencoder + k-means tasks for a prototypical network, no labels
     "concept_space",  # 9.4 learning in the concept space (DEML): protonet + concept discriminator
 )

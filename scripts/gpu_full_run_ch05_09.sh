@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# Chapters 5.2 and 9.1, 9.3, 9.4 at `full` scale on the lent GPU machine (Python 3.12 + JAX, no
+# Chapters 5.2 and 9.1 to 9.4 at `full` scale on the lent GPU machine (Python 3.12 + JAX, no
 # TensorFlow), in one call of about 9 minutes: MANN (one model, capped at BUDGET seconds), and
-# TAML (Omniglot and sinusoids), CACTUs and the concept space, which train many models in turn
-# (arms x seeds, lambda sweeps), each of their models capped at MANY_BUDGET seconds. All run at
+# meta-imitation, TAML (Omniglot and sinusoids), CACTUs and the concept space, which train many
+# models in turn (arms x seeds, lambda sweeps), each capped at MANY_BUDGET seconds. All run at
 # once. (5.1's NTM is in gpu_full_run.sh.) What a cap allows is in each record
 # (train_meta_steps or train_episodes, train_wall_s) and log.
 # Needs, beside the checkout: .whl/ (keras 3.15.1, namex 0.1.0, optree 0.20.0 cp312,
@@ -41,6 +41,7 @@ run() {  # [RUN_BUDGET=S] run NAME ARGS...: the runner with its own results fold
 }
 start=$(date +%s)
 run mann mann
+RUN_BUDGET=$MANY_BUDGET run meta-imitation meta-imitation
 RUN_BUDGET=$MANY_BUDGET run taml taml
 RUN_BUDGET=$MANY_BUDGET run taml-sinusoid taml-sinusoid
 RUN_BUDGET=$MANY_BUDGET run cactus cactus

@@ -122,6 +122,7 @@ def reference_solutions(stem: str) -> dict:
     ("07_2_reptile", "ch07_2.check_reptile_step", "my_reptile_step"),
     ("08_1_gradient_agreement", "ch08_1.check_agreement_weights", "my_agreement_weights"),
     ("09_1_task_agnostic", "ch09_1.check_taml_objective", "my_taml_objective"),
+    ("09_2_meta_imitation", "ch09_2.check_bc_loss", "my_bc_loss"),
     ("09_3_cactus", "ch09_3.check_lloyd_step", "my_lloyd_step"),
     ("09_4_concept_space", "ch09_4.check_joint_loss", "my_joint_loss"),
 ])
@@ -396,6 +397,18 @@ def test_taml_objective_checker_catches_typical_mistakes():
     _fails_with(ch09_1.check_taml_objective(ch09_1._on_adapted), "adapted losses")
     _fails_with(ch09_1.check_taml_objective(ch09_1._sum_of_losses), "summed the adapted")
     _fails_with(ch09_1.check_taml_objective(lambda *a: None), "returned None")
+
+
+def test_bc_loss_checker_catches_typical_mistakes():
+    from mlbook_utils.exercises import ch09_2
+
+    assert ch09_2.check_bc_loss(ch09_2.reference_bc_loss).passed
+    _fails_with(ch09_2.check_bc_loss(ch09_2._raw_units), "raw units")
+    _fails_with(ch09_2.check_bc_loss(ch09_2._divided_once), "divided the squared error")
+    _fails_with(ch09_2.check_bc_loss(ch09_2._mean_over_dims), "averaged over the two")
+    _fails_with(ch09_2.check_bc_loss(ch09_2._sum_over_time), "summed over the time")
+    _fails_with(ch09_2.check_bc_loss(ch09_2._abs_error), "absolute error")
+    _fails_with(ch09_2.check_bc_loss(lambda *a: None), "returned None")
 
 
 def test_lloyd_step_checker_catches_typical_mistakes():
