@@ -10,6 +10,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+import numpy as np
+
 
 @dataclass
 class Feedback:
@@ -54,6 +56,17 @@ class _Fail(Exception):
     def __init__(self, problem: str, hint: str | None = None):
         super().__init__(problem)
         self.problem, self.hint = problem, hint
+
+
+def _one_number(out, what: str, reduce_hint: str) -> float:
+    """A reader's function's result as one float, or a ``_Fail`` that says what is wrong
+    (``None``, or an array of more than one element; ``reduce_hint`` says how to reduce it)."""
+    if out is None:
+        raise _Fail("your function returned None", f"return {what}, one number")
+    out = np.asarray(out, dtype=np.float64)
+    if out.size != 1:
+        raise _Fail(f"expected one number, got an array of shape {out.shape}", reduce_hint)
+    return float(out)
 
 
 def _run_checks(exercise: str, checks: list[tuple[str, Callable[[], None]]]) -> Feedback:

@@ -6,7 +6,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from ._feedback import Feedback, _Fail, _run_checks
+from ._feedback import Feedback, _Fail, _one_number, _run_checks
 
 
 def _theil(x):
@@ -64,14 +64,7 @@ def check_taml_objective(fn: Callable) -> Feedback:
     r = np.random.default_rng(0)
 
     def call(*args):
-        out = fn(*args)
-        if out is None:
-            raise _Fail("your function returned None", "return the objective, one number")
-        out = np.asarray(out, dtype=np.float64)
-        if out.size != 1:
-            raise _Fail(f"expected one number, got an array of shape {out.shape}",
-                        "average over the tasks")
-        return float(out)
+        return _one_number(fn(*args), "the objective", "average over the tasks")
 
     def diagnose(args, want, got, what):
         for wrong, problem, hint in _MISTAKES:

@@ -6,7 +6,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from ._feedback import Feedback, _Fail, _run_checks
+from ._feedback import Feedback, _Fail, _one_number, _run_checks
 
 
 def reference_bc_loss(predicted, actions, max_speed):
@@ -64,14 +64,8 @@ def check_bc_loss(fn: Callable) -> Feedback:
     r = np.random.default_rng(0)
 
     def call(*args):
-        out = fn(*args)
-        if out is None:
-            raise _Fail("your function returned None", "return the loss, one number")
-        out = np.asarray(out, dtype=np.float64)
-        if out.size != 1:
-            raise _Fail(f"expected one number, got an array of shape {out.shape}",
-                        "average over the time steps, and sum over the two dimensions")
-        return float(out)
+        return _one_number(fn(*args), "the loss",
+                           "average over the time steps, and sum over the two dimensions")
 
     def actions(t, m):
         a = r.normal(size=(t, 2))

@@ -6,7 +6,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from ._feedback import Feedback, _Fail, _run_checks
+from ._feedback import Feedback, _Fail, _one_number, _run_checks
 
 
 def _log_softmax(logits):
@@ -81,14 +81,8 @@ def check_joint_loss(fn: Callable) -> Feedback:
     """
 
     def call(*args):
-        out = fn(*args)
-        if out is None:
-            raise _Fail("your function returned None", "return the loss, one number")
-        out = np.asarray(out, dtype=np.float64)
-        if out.size != 1:
-            raise _Fail(f"expected one number, got an array of shape {out.shape}",
-                        "take the mean over the queries and over the external images")
-        return float(out)
+        return _one_number(fn(*args), "the loss",
+                           "take the mean over the queries and over the external images")
 
     def lam_zero():
         qy, sc, ey, lg = _case(0)
